@@ -18,8 +18,10 @@ namespace dw::comfy {
 // One bindable parameter.
 enum class Param { Image = 0, Prompt, NegativePrompt, Seed, Denoise, Steps, Cfg, Count };
 const char *param_name(Param p);  // "image", "prompt", "negative-prompt", "seed", ...
+// Inverse of param_name() (also accepts "negative_prompt"); nullopt for an unknown name.
+std::optional<Param> param_from_name(const std::string &name);
 
-// Explicit "node_id.input" paths; an empty string means auto-detect.
+// Explicit "node_id.input" paths; an empty string means auto-detect, "none" means leave unbound.
 struct BindingOverrides {
   std::string paths[static_cast<int>(Param::Count)];
   std::string &operator[](Param p) { return paths[static_cast<int>(p)]; }
@@ -35,7 +37,9 @@ struct Binding {
 
 // Values for one job; unset optionals keep the workflow file's value.
 struct JobParams {
-  std::string image;  // value for the LoadImage input: "name.png", "sub/name.png" or "name.png [output]"
+  // Value for the LoadImage input: "name.png", "sub/name.png" or "name.png [output]"; empty keeps the
+  // file's value. Strings are made valid UTF-8 without NULs; non-finite doubles are ignored.
+  std::string image;
   std::optional<std::string> prompt;
   std::optional<std::string> negative_prompt;
   std::optional<int64_t> seed;
@@ -61,7 +65,13 @@ class Workflow {
   JsonNode *build(const JobParams &params) const;
 
   const Binding &binding(Param p) const;
-  // Output nodes (SaveImage, SaveImageWebsocket, PreviewImage, ...), sorted by id.
+  // Why a parameter is not bound ("no KSampler or KSamplerAdvanced node", ...); empty when bound.
+  const std::string &unbound_reason(Param p) const;
+  // class_type of a node of the loaded graph, "" if there is no such node.
+  std::string node_class(const std::string &node_id) const;
+  // The loaded graph, as the file has it (build() never modifies it). Owned by the Workflow.
+  const JsonNode *graph() const { return graph_; }
+  // Output nodes (SaveImage, SaveImageWebsocket, PreviewImage), numeric ids in numeric order first.
   const std::vector<std::string> &output_nodes() const { return output_nodes_; }
   // True if the image output arrives only as websocket binary frames (SaveImageWebsocket).
   bool outputs_via_websocket() const { return outputs_via_websocket_; }
@@ -74,6 +84,7 @@ class Workflow {
   JsonNode *graph_ = nullptr;
   std::string origin_;
   Binding bindings_[static_cast<int>(Param::Count)];
+  std::string unbound_reasons_[static_cast<int>(Param::Count)];
   std::vector<std::string> output_nodes_;
   bool outputs_via_websocket_ = false;
   friend class WorkflowLoader;
