@@ -1,6 +1,10 @@
 // Asynchronous ComfyUI client (libsoup 3 + json-glib). It owns no thread: construct it, use it and
 // destroy it on the thread that iterates `context` (libsoup 3's rule). Every callback is invoked
 // from that context. Protocol: ../shared/comfyui/PROTOCOL.md.
+// IMPORTANT (libsoup 3): the thread that iterates `context` must have it pushed as its
+// thread-default context (g_main_context_push_thread_default) while it iterates, e.g. a GMainLoop
+// thread that pushes it first. libsoup starts internal async work (DNS, connect, websocket I/O) on
+// the dispatching thread's default context; iterating `context` without pushing it stalls requests.
 //
 // A job is a future: submit() returns the client-chosen prompt_id at once, then the job runs
 //   [upload input] -> POST /prompt (client_id = the websocket's) -> follow on the websocket
