@@ -314,15 +314,10 @@ static bool parse_bindings(const std::string &text, dw::comfy::BindingOverrides 
     }
     std::string key(item, eq - item), path(g_strstrip(eq + 1));
     key = g_strstrip(key.data());
-    bool found = false;
-    for (int p = 0; p < static_cast<int>(dw::comfy::Param::Count); ++p) {
-      auto param = static_cast<dw::comfy::Param>(p);
-      if (key == dw::comfy::param_name(param)) {
-        (*out)[param] = path;
-        found = true;
-      }
-    }
-    if (!found) {
+    std::optional<dw::comfy::Param> param = dw::comfy::param_from_name(key);
+    if (param) {
+      (*out)[*param] = path;
+    } else {
       *error = "unknown binding parameter '" + key +
                "' (expected image, prompt, negative-prompt, seed, denoise, steps or cfg)";
       ok = false;
@@ -758,6 +753,22 @@ static bool load_workflow(GstComfyKeyframeSrc *self, const Settings &s) {
     return false;
   }
   GST_INFO_OBJECT(self, "workflow %s:\n%s", priv->workflow->origin().c_str(), priv->workflow->describe().c_str());
+
+  /* A setting the workflow cannot take would be silently ignored: say so once. */
+  using dw::comfy::Param;
+  std::vector<Param> used = {Param::Prompt, Param::NegativePrompt, Param::Seed, Param::Denoise};
+  if (s.steps >= 0) used.push_back(Param::Steps);
+  if (s.cfg >= 0) used.push_back(Param::Cfg);
+  std::string ignored;
+  for (Param p : used) {
+    if (priv->workflow->binding(p).bound()) continue;
+    ignored += std::string(ignored.empty() ? "" : "; ") + dw::comfy::param_name(p) + ": " +
+               priv->workflow->unbound_reason(p);
+  }
+  if (!ignored.empty())
+    GST_ELEMENT_WARNING(self, RESOURCE, SETTINGS, ("Workflow %s cannot take some settings; they are ignored",
+                                                   priv->workflow->origin().c_str()),
+                        ("%s", ignored.c_str()));
   return true;
 }
 

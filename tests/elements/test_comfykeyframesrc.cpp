@@ -132,26 +132,29 @@ TEST_F(SimFixture, ProducesKeyframesWithCapsTimestampsMetaAndMessages) {
     EXPECT_EQ(meta->keyframe_index, i);
     gst_sample_unref(sample);
   }
-  GstMessage *eos = wait_message(pipeline, GstMessageType(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
-  ASSERT_NE(eos, nullptr);
-  EXPECT_EQ(GST_MESSAGE_TYPE(eos), GST_MESSAGE_EOS) << error_text(eos);
-  gst_message_unref(eos);
-
-  // One dreamwindow-keyframe message per keyframe, in order.
+  // Until EOS, one dreamwindow-keyframe message per keyframe, in order.
   GstBus *bus = gst_element_get_bus(pipeline);
   guint64 expected = 0;
-  while (GstMessage *msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ELEMENT)) {
-    const GstStructure *s = gst_message_get_structure(msg);
-    if (gst_structure_has_name(s, "dreamwindow-keyframe")) {
-      guint64 index = 0;
-      EXPECT_TRUE(gst_structure_get_uint64(s, "index", &index));
-      EXPECT_EQ(index, expected++);
-      EXPECT_TRUE(gst_structure_has_field(s, "generation-time"));
-      EXPECT_STRNE(gst_structure_get_string(s, "prompt"), nullptr);
+  bool eos = false;
+  while (GstMessage *msg = gst_bus_timed_pop(bus, 20 * GST_SECOND)) {
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ELEMENT) {
+      const GstStructure *s = gst_message_get_structure(msg);
+      if (gst_structure_has_name(s, "dreamwindow-keyframe")) {
+        guint64 index = 0;
+        EXPECT_TRUE(gst_structure_get_uint64(s, "index", &index));
+        EXPECT_EQ(index, expected++);
+        EXPECT_TRUE(gst_structure_has_field(s, "generation-time"));
+        EXPECT_STRNE(gst_structure_get_string(s, "prompt"), nullptr);
+      }
     }
+    bool stop = GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS || GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR;
+    eos = GST_MESSAGE_TYPE(msg) == GST_MESSAGE_EOS;
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) ADD_FAILURE() << error_text(msg);
     gst_message_unref(msg);
+    if (stop) break;
   }
   gst_object_unref(bus);
+  EXPECT_TRUE(eos);
   EXPECT_EQ(expected, 4u);
 
   GstElement *src = gst_bin_get_by_name(GST_BIN(pipeline), "src");

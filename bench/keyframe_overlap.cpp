@@ -1,0 +1,183 @@
+// bench/keyframe_overlap: does generation overlap with downstream work?
+//
+// For a simulator generation latency G and a downstream cost D per keyframe it measures the
+// keyframe period P of
+//   - comfykeyframesrc ! identity(+D) ! fakesink            (the element: job N+1 queued before N is pushed)
+//   - a sequential loop with the same client: job, wait, D, next job   (what the prototype did)
+// and prints P / max(G, D) for both. Goal for the element: <= 1.05; the sequential loop is ~ (G+D)/max(G,D).
+//
+// Usage: keyframe_overlap [keyframes-per-case (default 12)]
+#include <gst/gst.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "comfy/client.h"
+#include "comfy/workflow.h"
+#include "image/image.h"
+#include "sim/simulator.h"
+
+#ifndef DW_PLUGIN_BUILD_DIR
+#define DW_PLUGIN_BUILD_DIR ""
+#endif
+
+namespace {
+
+constexpr int kSize = 256;
+constexpr int kWarmup = 2;
+
+std::string workflow_path() {
+  const char *dir = g_getenv("DW_SOURCE_DIR");
+  return std::string(dir ? dir : DW_SOURCE_DIR) + "/examples/workflows/sdturbo_img2img.json";
+}
+
+struct ProbeData {
+  std::mutex mutex;
+  std::vector<gint64> pushed;  // when downstream received each keyframe
+  guint cost_ms = 0;
+};
+
+GstPadProbeReturn slow_probe(GstPad *, GstPadProbeInfo *, gpointer user_data) {
+  auto *data = static_cast<ProbeData *>(user_data);
+  {
+    std::lock_guard<std::mutex> lock(data->mutex);
+    data->pushed.push_back(g_get_monotonic_time());
+  }
+  g_usleep(data->cost_ms * 1000);
+  return GST_PAD_PROBE_OK;
+}
+
+double mean_period_ms(const std::vector<gint64> &t) {
+  if (t.size() < static_cast<size_t>(kWarmup) + 2) return -1;
+  return (t.back() - t[kWarmup]) / 1000.0 / static_cast<double>(t.size() - 1 - kWarmup);
+}
+
+double run_element(dw::sim::Simulator &sim, guint cost_ms, int keyframes) {
+  ProbeData data;
+  data.cost_ms = cost_ms;
+  std::string desc = "comfykeyframesrc name=src server=" + sim.url() + " workflow=" + workflow_path() +
+                     " width=" + std::to_string(kSize) + " height=" + std::to_string(kSize) +
+                     " num-keyframes=" + std::to_string(keyframes) +
+                     " post-messages=false ! identity name=slow ! fakesink sync=false";
+  GError *err = nullptr;
+  GstElement *pipeline = gst_parse_launch(desc.c_str(), &err);
+  if (!pipeline) {
+    fprintf(stderr, "cannot build pipeline: %s\n", err ? err->message : "?");
+    exit(1);
+  }
+  GstElement *slow = gst_bin_get_by_name(GST_BIN(pipeline), "slow");
+  GstPad *pad = gst_element_get_static_pad(slow, "sink");
+  gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_BUFFER, slow_probe, &data, nullptr);
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  GstBus *bus = gst_element_get_bus(pipeline);
+  GstMessage *msg = gst_bus_timed_pop_filtered(bus, 300 * GST_SECOND,
+                                               GstMessageType(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+  if (!msg || GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) {
+    fprintf(stderr, "pipeline failed\n");
+    exit(1);
+  }
+  gst_message_unref(msg);
+  gst_object_unref(bus);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(pad);
+  gst_object_unref(slow);
+  gst_object_unref(pipeline);
+  return mean_period_ms(data.pushed);
+}
+
+// The same work done one step after the other with the same client and workflow.
+double run_sequential(dw::sim::Simulator &sim, guint cost_ms, int keyframes) {
+  GMainContext *context = g_main_context_new();
+  g_main_context_push_thread_default(context);
+  dw::comfy::Error error;
+  auto workflow = dw::comfy::Workflow::load_file(workflow_path(), {}, &error);
+  if (!workflow) {
+    fprintf(stderr, "%s\n", error.describe().c_str());
+    exit(1);
+  }
+  dw::comfy::ClientConfig config;
+  config.server_url = sim.url();
+  std::vector<gint64> pushed;
+  {
+    dw::comfy::Client client(config, context);
+    client.start();
+    dw::Image seed(kSize, kSize, 3);
+    std::fill(seed.pixels.begin(), seed.pixels.end(), 128);
+    std::vector<uint8_t> upload = dw::encode_png(seed, 1);
+    std::string input_value;
+    for (int i = 0; i < keyframes; ++i) {
+      dw::comfy::JobSpec spec;
+      if (input_value.empty()) {
+        spec.upload_png = upload;
+        spec.upload_name = "bench_seq.png";
+      } else {
+        spec.input_value = input_value;
+      }
+      const dw::comfy::Workflow *wf = workflow.get();
+      spec.build_prompt = [wf, i](const std::string &image) {
+        dw::comfy::JobParams params;
+        params.image = image;
+        params.seed = i;
+        return wf->build(params);
+      };
+      bool done = false;
+      dw::comfy::JobResult result;
+      dw::comfy::JobCallbacks callbacks;
+      callbacks.on_done = [&](dw::comfy::JobResult &&r) { result = std::move(r); done = true; };
+      callbacks.on_error = [&](const dw::comfy::Error &e) {
+        fprintf(stderr, "job failed: %s\n", e.describe().c_str());
+        exit(1);
+      };
+      client.submit(std::move(spec), std::move(callbacks));
+      while (!done) g_main_context_iteration(context, TRUE);
+      dw::Image image;
+      dw::decode_png(result.image.data(), result.image.size(), image, nullptr);
+      input_value = result.ref.load_image_value();
+      pushed.push_back(g_get_monotonic_time());
+      g_usleep(cost_ms * 1000);  // downstream work, not overlapped
+    }
+  }
+  g_main_context_pop_thread_default(context);
+  g_main_context_unref(context);
+  return mean_period_ms(pushed);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  gst_init(&argc, &argv);
+  if (*DW_PLUGIN_BUILD_DIR) gst_registry_scan_path(gst_registry_get(), DW_PLUGIN_BUILD_DIR);
+  if (!gst_registry_check_feature_version(gst_registry_get(), "comfykeyframesrc", 1, 0, 0)) {
+    fprintf(stderr, "comfykeyframesrc not found (set GST_PLUGIN_PATH to <builddir>/gst)\n");
+    return 1;
+  }
+  int keyframes = argc > 1 ? atoi(argv[1]) : 12;
+  if (keyframes < kWarmup + 3) keyframes = kWarmup + 3;
+
+  struct Case { guint g_ms, d_ms; };
+  const Case cases[] = {{200, 100}, {200, 200}, {100, 200}, {300, 50}};
+  printf("keyframe_overlap: %dx%d, %d keyframes per case (%d warm-up), simulator on loopback\n", kSize, kSize,
+         keyframes, kWarmup);
+  printf("%6s %6s | %12s %10s | %12s %10s\n", "G ms", "D ms", "element P ms", "P/max", "sequential P", "P/max");
+  for (const Case &c : cases) {
+    dw::sim::Config config;
+    config.latency_ms = c.g_ms;
+    dw::sim::Simulator sim(config);
+    std::string error;
+    if (!sim.start(&error)) {
+      fprintf(stderr, "simulator: %s\n", error.c_str());
+      return 1;
+    }
+    double p_elem = run_element(sim, c.d_ms, keyframes);
+    double p_seq = run_sequential(sim, c.d_ms, keyframes);
+    double ideal = std::max(c.g_ms, c.d_ms);
+    printf("%6u %6u | %12.1f %10.3f | %12.1f %10.3f\n", c.g_ms, c.d_ms, p_elem, p_elem / ideal, p_seq, p_seq / ideal);
+    fflush(stdout);
+  }
+  return 0;
+}
