@@ -21,6 +21,8 @@ namespace {
 
 constexpr guint64 kMaxWsPayload = 64ull * 1024 * 1024;
 constexpr guint kKeepaliveSeconds = 5;
+// While polling, check every this many unfinished answers that the prompt is still queued.
+constexpr uint32_t kVerifyEveryPolls = 8;
 
 // Pushes a context as thread-default for the scope (so libsoup attaches its sources there).
 struct CtxGuard {
@@ -79,6 +81,7 @@ struct Job {
   bool queued = false;    // POST /prompt answered 200
   bool terminal = false;  // execution_success seen (websocket) or history finished
   bool history_inflight = false;
+  uint32_t unfinished_polls = 0;  // /history said "not finished" this many times
   int64_t last_history_us = 0;
   std::vector<proto::OutputImage> executed;  // from executed messages
   std::vector<uint8_t> ws_image;
@@ -530,7 +533,27 @@ struct Client::Impl {
     });
   }
 
-  void fetch_history(const std::string &id, bool after_terminal) {
+  // A restarted server forgets its queue and history: a prompt that is neither queued nor finished
+  // will never finish. The queue is read first, then history, so a prompt finishing in between is
+  // seen finished rather than lost.
+  void verify_outstanding() {
+    SoupMessage *msg = soup_message_new(SOUP_METHOD_GET, url("/queue").c_str());
+    if (!msg) return;
+    send(msg, "", cfg.timeouts.connect_ms, [this](int status, GBytes *body, const Error &terr) {
+      if (terr || status != 200) return;  // the next check retries
+      gsize n = 0;
+      const char *d = body ? static_cast<const char *>(g_bytes_get_data(body, &n)) : nullptr;
+      std::vector<std::string> known;
+      if (proto::parse_queue(d, n, &known)) return;
+      std::set<std::string> queued(known.begin(), known.end());
+      std::vector<std::string> ids;
+      for (auto &kv : jobs)
+        if (kv.second->queued && !queued.count(kv.first)) ids.push_back(kv.first);
+      for (const auto &id : ids) fetch_history(id, false, true);
+    });
+  }
+
+  void fetch_history(const std::string &id, bool after_terminal, bool lost_if_unfinished = false) {
     Job *j = find_job(id);
     if (!j || j->history_inflight || j->phase == Job::Phase::Downloading) return;
     j->history_inflight = true;
@@ -541,7 +564,7 @@ struct Client::Impl {
     g_free(esc);
     SoupMessage *msg = soup_message_new(SOUP_METHOD_GET, u.c_str());
     if (!msg) return fail(id, Error(ErrorKind::Protocol, "cannot build a /history request"));
-    send(msg, id, cfg.timeouts.connect_ms, [this, id, u](int status, GBytes *body, const Error &terr) {
+    send(msg, id, cfg.timeouts.connect_ms, [this, id, u, lost_if_unfinished](int status, GBytes *body, const Error &terr) {
       Job *jj = find_job(id);
       if (!jj) return;
       jj->history_inflight = false;
@@ -557,6 +580,10 @@ struct Client::Impl {
       if (Error e = proto::parse_history(d, n, id, &he)) return fail(id, e);
       switch (he.state) {
         case proto::HistoryEntry::State::NotFinished:
+          if (lost_if_unfinished && !jj->terminal)
+            return fail(id, Error(ErrorKind::Unreachable, "prompt " + id + " is no longer known to " + base +
+                                                              " (neither queued nor in history: the server restarted?)"));
+          if (++jj->unfinished_polls % kVerifyEveryPolls == 0) verify_outstanding();
           update_poll_timer();
           return;
         case proto::HistoryEntry::State::Error:
@@ -614,6 +641,7 @@ struct Client::Impl {
     for (auto &kv : jobs)
       if (kv.second->queued) ids.push_back(kv.first);
     for (const auto &id : ids) fetch_history(id, false);
+    if (!ids.empty()) verify_outstanding();
   }
 
   void tell_server_cancel(const std::string &id) {

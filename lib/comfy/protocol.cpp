@@ -486,6 +486,26 @@ Error error_from_execution_message(const WsMessage &msg) {
   return e;
 }
 
+Error parse_queue(const char *data, size_t len, std::vector<std::string> *prompt_ids) {
+  prompt_ids->clear();
+  Doc doc;
+  if (Error e = parse_doc(data, len, &doc, "GET /queue response")) return e;
+  JsonObject *o = as_object(doc.root);
+  if (!o) return Error(ErrorKind::Protocol, "GET /queue response is not a JSON object: " + excerpt(data, len));
+  for (const char *list : {"queue_running", "queue_pending"}) {
+    JsonArray *items = as_array(member(o, list));
+    if (!items) return Error(ErrorKind::Protocol, std::string("GET /queue response has no ") + list + " array");
+    for (guint i = 0; i < json_array_get_length(items); ++i) {
+      JsonArray *item = as_array(json_array_get_element(items, i));
+      JsonNode *id = item && json_array_get_length(item) >= 2 ? json_array_get_element(item, 1) : nullptr;
+      if (!id || !JSON_NODE_HOLDS_VALUE(id) || json_node_get_value_type(id) != G_TYPE_STRING)
+        return Error(ErrorKind::Protocol, std::string("GET /queue: an item of ") + list + " is not [number, prompt_id, ...]");
+      prompt_ids->emplace_back(json_node_get_string(id));
+    }
+  }
+  return {};
+}
+
 Error parse_history(const char *data, size_t len, const std::string &prompt_id, HistoryEntry *out) {
   *out = HistoryEntry();
   Doc doc;

@@ -157,6 +157,12 @@ Error parse_history(const char *data, size_t len, const std::string &prompt_id, 
 Error error_from_execution_message(const WsMessage &msg);
 
 // ---------------------------------------------------------------------------------------------
+// GET /queue
+
+// The prompt_ids running or pending ({"queue_running": [[number, id, ...]], "queue_pending": [...]}).
+Error parse_queue(const char *data, size_t len, std::vector<std::string> *prompt_ids);
+
+// ---------------------------------------------------------------------------------------------
 // POST /upload/image
 
 Error parse_upload_response(const char *data, size_t len, ImageRef *out);

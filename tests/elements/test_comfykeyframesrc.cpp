@@ -310,6 +310,35 @@ TEST_F(SimFixture, ServerDownAtStartWarnsThenRecovers) {
   gst_object_unref(pipeline);
 }
 
+TEST_F(SimFixture, ServerRestartMidJobIsSurvived) {
+  sim->set_latency(1500);
+  std::string desc = "comfykeyframesrc server=" + sim->url() + " workflow=" + tiny_workflow() +
+                     " width=64 height=64 num-keyframes=2 ! appsink name=sink sync=false";
+  GstElement *pipeline = make_pipeline(desc);
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  ASSERT_TRUE(sim->wait_for_prompts(1, 10000));
+  g_usleep(200 * 1000);
+  sim->simulate_restart();  // forgets the running job and drops the websocket
+  sim->set_latency(20);
+  for (int i = 0; i < 2; ++i) {
+    GstSample *sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 30 * GST_SECOND);
+    ASSERT_NE(sample, nullptr) << "keyframe " << i << " never came after the restart";
+    gst_sample_unref(sample);
+  }
+  GstStructure *stats = nullptr;
+  GstElement *src = gst_bin_get_by_name(GST_BIN(pipeline), "comfykeyframesrc0");
+  g_object_get(src, "stats", &stats, nullptr);
+  guint64 retried = 0;
+  gst_structure_get_uint64(stats, "jobs-retried", &retried);
+  EXPECT_GE(retried, 1u) << "the lost job was not re-queued";
+  gst_structure_free(stats);
+  gst_object_unref(src);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(sink);
+  gst_object_unref(pipeline);
+}
+
 TEST_F(SimFixture, NullDuringAJobIsPrompt) {
   sim->set_latency(8000);
   std::string desc = "comfykeyframesrc server=" + sim->url() + " workflow=" + tiny_workflow() +

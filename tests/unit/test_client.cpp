@@ -445,10 +445,13 @@ TEST_F(ClientTest, SystemStats) {
   EXPECT_FALSE(version.empty());
 }
 
-TEST_F(ClientTest, ServerRestartForgetsJobTimesOut) {
-  sim_->set_latency(1500);
+// A restart forgets the queue and history: /history answers {} forever. The client must notice
+// (the prompt is neither queued nor finished) long before the execute timeout, with a transient
+// error so the caller re-queues.
+TEST_F(ClientTest, ServerRestartLosesJobDetectedAsTransient) {
+  sim_->set_latency(4000);
   ClientConfig c = config();
-  c.timeouts.execute_ms = 2500;
+  c.timeouts.execute_ms = 120000;
   make_client(c);
   auto o = std::make_shared<Outcome>();
   std::string id = submit(spec(test_png(20), "dw_restart.png"), o);
@@ -460,11 +463,10 @@ TEST_F(ClientTest, ServerRestartForgetsJobTimesOut) {
   run_for(100);
   sim_->simulate_restart();
   ASSERT_TRUE(run_until([&] { return o->finished(); }, 20000));
-  // Either the job is gone (history {} forever -> execute timeout) or it finished before the restart.
-  if (o->error) {
-    EXPECT_EQ(o->error->kind, ErrorKind::Timeout) << o->error->describe();
-    EXPECT_NE(o->error->message.find("execute"), std::string::npos);
-  }
+  ASSERT_TRUE(o->error) << "a job running at the restart cannot succeed";
+  EXPECT_EQ(o->error->kind, ErrorKind::Unreachable) << o->error->describe();
+  EXPECT_NE(o->error->message.find("no longer known"), std::string::npos) << o->error->message;
+  EXPECT_TRUE(o->error->transient());
   ASSERT_TRUE(run_until([&] { return client_->stats().ws_connected; }));
   EXPECT_GE(client_->stats().reconnects, 1u);
 }

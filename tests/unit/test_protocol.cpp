@@ -551,3 +551,22 @@ TEST(ProtocolHelpers, ImageValidation) {
   EXPECT_EQ(excerpt("ab\ncd", 5), "ab cd");
   EXPECT_EQ(excerpt("abcdef", 6, 3), "abc...");
 }
+
+TEST(ProtocolQueue, RunningAndPendingIds) {
+  // As captured from ComfyUI 0.8.0: items are arrays, pending is in heap order, number may be a float.
+  const std::string body =
+      R"({"queue_running": [[27, "6936544c", {"1": {}}, {"client_id": "a"}, ["5"]]],)"
+      R"( "queue_pending": [[-29, "240f3fd0", {}, {}, ["6"]], [5.0, "my-own-id", {}, {}, ["5"]]]})";
+  std::vector<std::string> ids;
+  ASSERT_FALSE(parse_queue(body.data(), body.size(), &ids));
+  EXPECT_EQ(ids, (std::vector<std::string>{"6936544c", "240f3fd0", "my-own-id"}));
+
+  const std::string empty = R"({"queue_running": [], "queue_pending": []})";
+  ASSERT_FALSE(parse_queue(empty.data(), empty.size(), &ids));
+  EXPECT_TRUE(ids.empty());
+
+  for (const char *bad : {"{\"queue_running\": []}", "[]", "{\"queue_running\": [[1, 2]], \"queue_pending\": []}",
+                          "{\"queue_running\": [\"x\"], \"queue_pending\": []}", "{trunc"}) {
+    EXPECT_EQ(parse_queue(bad, strlen(bad), &ids).kind, ErrorKind::Protocol) << bad;
+  }
+}
