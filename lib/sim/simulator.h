@@ -60,6 +60,8 @@ class Simulator {
   Simulator &operator=(const Simulator &) = delete;
 
   // Starts listening and the server thread. False (and *error) if the port cannot be bound.
+  // After stop(), start() again listens on the same port as before (a server restart: queue,
+  // history, cache and number are forgotten; files on disk stay).
   bool start(std::string *error = nullptr);
   void stop();
   uint16_t port() const;
@@ -70,11 +72,18 @@ class Simulator {
   Faults faults() const;
   void set_latency(uint32_t latency_ms, uint32_t jitter_ms = 0);
   // Forgets queue and history and drops every websocket with no close frame (a restart).
+  // number restarts at 0 and the node cache is dropped; files on disk stay. The fault job counter
+  // (execution_error_on_job, ws_drop_on_job) keeps counting from the first start().
   void simulate_restart();
 
   std::vector<PromptRecord> prompts() const;
   std::vector<UploadRecord> uploads() const;
+  // Jobs that reached a terminal state (success, execution_error or interrupted) since construction.
   uint64_t jobs_completed() const;
+  // Of those, the ones that ended with execution_success.
+  uint64_t jobs_succeeded() const;
+  // The directory holding input/ output/ temp/ (Config.data_dir or the temp dir made at start).
+  std::string data_dir() const;
   // Blocks the calling thread (not the server's) until at least n prompts were received.
   bool wait_for_prompts(size_t n, uint32_t timeout_ms) const;
 

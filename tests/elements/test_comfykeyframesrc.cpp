@@ -312,7 +312,7 @@ TEST_F(SimFixture, ServerDownAtStartWarnsThenRecovers) {
 
 TEST_F(SimFixture, ServerRestartMidJobIsSurvived) {
   sim->set_latency(1500);
-  std::string desc = "comfykeyframesrc server=" + sim->url() + " workflow=" + tiny_workflow() +
+  std::string desc = "comfykeyframesrc name=src server=" + sim->url() + " workflow=" + tiny_workflow() +
                      " width=64 height=64 num-keyframes=2 ! appsink name=sink sync=false";
   GstElement *pipeline = make_pipeline(desc);
   GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
@@ -327,7 +327,8 @@ TEST_F(SimFixture, ServerRestartMidJobIsSurvived) {
     gst_sample_unref(sample);
   }
   GstStructure *stats = nullptr;
-  GstElement *src = gst_bin_get_by_name(GST_BIN(pipeline), "comfykeyframesrc0");
+  GstElement *src = gst_bin_get_by_name(GST_BIN(pipeline), "src");
+  ASSERT_NE(src, nullptr);
   g_object_get(src, "stats", &stats, nullptr);
   guint64 retried = 0;
   gst_structure_get_uint64(stats, "jobs-retried", &retried);
