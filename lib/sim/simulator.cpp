@@ -1962,13 +1962,17 @@ struct Simulator::Impl {
     if (f.execution_error_always || (f.execution_error_on_job > 0 && f.execution_error_on_job == j.job_index))
       return finish_error(id, cls, "RuntimeError", "comfy-sim: injected execution error (fault)\n");
     std::string etype, emsg;
+    const int64_t compute_start = g_get_monotonic_time();
     if (!execute_node(j, id, cls, f, etype, emsg)) return finish_error(id, cls, etype, emsg);
+    // The configured latency is the node's whole time: the work done here counts towards it.
+    const uint32_t compute_ms = static_cast<uint32_t>((g_get_monotonic_time() - compute_start) / 1000);
+    const uint32_t delay = node_delay_ > compute_ms ? node_delay_ - compute_ms : 0;
     j.executed.push_back(id);
     if (f.ws_drop_on_job == j.job_index && !j.dropped) {
       j.dropped = true;
       drop_all_ws();
     }
-    schedule(node_delay_, [this, serial, id]() {
+    schedule(delay, [this, serial, id]() {
       if (!running || running->serial != serial) return;
       Job &jj = *running;
       NodeState &st = state_of(jj, id);
