@@ -40,8 +40,25 @@ Image dream_transform(const Image &in, uint64_t seed, double denoise) {
   const double hue = d * (0.04 + 0.08 * unit(st)) * (unit(st) < 0.5 ? -1.0 : 1.0);
   const double shift_x = d * (unit(st) - 0.5) * 2.0;
   const double shift_y = d * (unit(st) - 0.5) * 2.0;
-  const float amp = static_cast<float>(d * 7.0);
+  const float amp = static_cast<float>(d * 3.0);
   const uint64_t noise_seed = splitmix64(st);
+  // A seeded colour field of interfering waves, mixed in more strongly with denoise: fed back
+  // through the zoom and rotation it grows into evolving swirls, the way img2img invents detail.
+  const float mix = static_cast<float>(0.12 * d + 0.5 * d * d * d * d);
+  const double two_pi = 6.283185307179586;
+  // The field keeps its shape for 8 consecutive seeds (a "scene") and only its phase moves, so the
+  // loop is pulled towards one coherent pattern at a time instead of averaging noise.
+  uint64_t scene = (seed >> 3) ^ 0x0dd5ca1eull;
+  const double drift = static_cast<double>(seed & 7) / 8.0;
+  double wave[3][3];  // per wave: frequency x, frequency y, phase
+  for (auto &wv : wave) {
+    const double freq = two_pi * (1.5 + 4.0 * unit(scene)) / std::max(in.width, in.height);
+    const double dir = two_pi * unit(scene);
+    wv[0] = freq * std::cos(dir);
+    wv[1] = freq * std::sin(dir);
+    wv[2] = two_pi * (unit(scene) + drift);
+  }
+  const double palette_phase[3] = {two_pi * unit(scene), two_pi * unit(scene), two_pi * unit(scene)};
 
   // Hue rotation about the grey axis (Rodrigues).
   const double c = std::cos(hue), s = std::sin(hue), k = (1.0 - c) / 3.0, q = std::sqrt(1.0 / 3.0) * s;
@@ -79,9 +96,17 @@ Image dream_transform(const Image &in, uint64_t seed, double denoise) {
       const float n1 = (static_cast<float>((hh >> 8) & 0xff) / 127.5f - 1.0f) * amp;
       const float n2 = (static_cast<float>((hh >> 16) & 0xff) / 127.5f - 1.0f) * amp;
       uint8_t *o = dst + static_cast<size_t>(x) * ch;
-      o[0] = clamp_u8(m[0] * px[0] + m[1] * px[1] + m[2] * px[2] + n0);
-      o[1] = clamp_u8(m[3] * px[0] + m[4] * px[1] + m[5] * px[2] + n1);
-      o[2] = clamp_u8(m[6] * px[0] + m[7] * px[1] + m[8] * px[2] + n2);
+      float field[3] = {0, 0, 0};
+      if (mix > 0.0f) {
+        double v = 0;
+        for (const auto &wv : wave) v += std::sin(wv[0] * x + wv[1] * y + wv[2]);
+        for (int k2 = 0; k2 < 3; ++k2)
+          field[k2] = static_cast<float>(127.5 + 127.5 * std::cos(1.4 * v + palette_phase[k2]));
+      }
+      const float keep = 1.0f - mix;
+      o[0] = clamp_u8(keep * (m[0] * px[0] + m[1] * px[1] + m[2] * px[2]) + mix * field[0] + n0);
+      o[1] = clamp_u8(keep * (m[3] * px[0] + m[4] * px[1] + m[5] * px[2]) + mix * field[1] + n1);
+      o[2] = clamp_u8(keep * (m[6] * px[0] + m[7] * px[1] + m[8] * px[2]) + mix * field[2] + n2);
       if (ch == 4) o[3] = clamp_u8(px[3]);
     }
   }

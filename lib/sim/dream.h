@@ -7,8 +7,8 @@
 
 namespace dw::sim {
 
-// The "dream": a slight zoom-in, a small rotation, a hue drift and low-amplitude seeded noise, all
-// scaled by denoise (0..1). Deterministic given (image, seed, denoise); output size = input size,
+// The "dream": a slight zoom-in, a small rotation, a hue drift, a seeded field of interfering colour
+// waves mixed in and low-amplitude seeded noise, all scaled by denoise (0..1). Deterministic given (image, seed, denoise); output size = input size,
 // output channels = input channels. Fed back into itself it gives a slowly evolving image.
 Image dream_transform(const Image &in, uint64_t seed, double denoise);
 
