@@ -26,7 +26,13 @@ std::string shared_dir() {
 std::string slurp(const std::string &path) {
   gchar *data = nullptr;
   gsize len = 0;
-  if (!g_file_get_contents(path.c_str(), &data, &len, nullptr)) return {};
+  GError *error = nullptr;
+  if (!g_file_get_contents(path.c_str(), &data, &len, &error)) {
+    // Test data comes from ../shared next to the repository (DW_SHARED_DIR): say so, never crash.
+    ADD_FAILURE() << "cannot read test data " << path << ": " << error->message;
+    g_error_free(error);
+    return {};
+  }
   std::string s(data, len);
   g_free(data);
   return s;
