@@ -36,6 +36,10 @@ struct CodecConfig {
   std::string device = "cpu";       // "cpu", "cuda", "cuda:N"
   Precision precision = Precision::Auto;
   int threads = 0;                  // intra-op threads; 0 = number of cores
+  // CPU tuning (ignored by blend): NHWC activations (faster with oneDNN), and an in-process caching
+  // CPU allocator (installed process-wide on first use; glibc would mmap/munmap every big activation).
+  bool channels_last = true;
+  bool caching_allocator = true;
   // The key under which the registry shares one loaded model.
   std::string key() const;
 };
@@ -48,6 +52,12 @@ class Latent {
   virtual int image_width() const = 0;   // size of the image it was encoded from
   virtual int image_height() const = 0;
   virtual std::string describe() const = 0;  // e.g. "1x32x64x64 bf16 cpu"
+  // The latent average-pooled to grid x grid per channel, flattened (channel-major, float32): a
+  // perceptual embedding for cachetap. Empty when the backend has no latent space (blend).
+  virtual std::vector<float> pooled(int grid) const {
+    (void)grid;
+    return {};
+  }
 };
 
 class Codec {
