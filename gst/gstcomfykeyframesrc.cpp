@@ -438,10 +438,22 @@ static void submit_job(GstComfyKeyframeSrc *self, InFlight job) {
   spec.output_nodes = workflow->output_nodes();
 
   dw::comfy::JobCallbacks callbacks;
-  std::string *id_holder = new std::string();
-  std::shared_ptr<std::string> id(id_holder);
-  callbacks.on_done = [self, id](dw::comfy::JobResult &&r) { on_job_done(self, *id, std::move(r)); };
-  callbacks.on_error = [self, id](const Error &e) { on_job_error(self, *id, e); };
+  auto id = std::make_shared<std::string>();
+  /* These run from libsoup's C callbacks: nothing may escape. */
+  callbacks.on_done = [self, id](dw::comfy::JobResult &&r) {
+    try {
+      on_job_done(self, *id, std::move(r));
+    } catch (const std::exception &e) {
+      set_fatal(self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Failed to process a keyframe", e.what());
+    }
+  };
+  callbacks.on_error = [self, id](const Error &e) {
+    try {
+      on_job_error(self, *id, e);
+    } catch (const std::exception &ex) {
+      set_fatal(self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Failed to handle a job error", ex.what());
+    }
+  };
   callbacks.on_progress = [self](const dw::comfy::Progress &p) {
     GST_LOG_OBJECT(self, "progress %s node %s %.0f/%.0f", p.prompt_id.c_str(), p.node.c_str(), p.value, p.max);
   };
@@ -462,12 +474,16 @@ static gboolean retry_timeout_cb(gpointer data) {
   auto *self = GST_COMFY_KEYFRAME_SRC(data);
   GstComfyKeyframeSrcPrivate *priv = self->priv;
   priv->retry_source = 0;
-  while (!priv->retry_queue.empty()) {
-    InFlight job = std::move(priv->retry_queue.front());
-    priv->retry_queue.pop_front();
-    submit_job(self, std::move(job));
+  try {
+    while (!priv->retry_queue.empty()) {
+      InFlight job = std::move(priv->retry_queue.front());
+      priv->retry_queue.pop_front();
+      submit_job(self, std::move(job));
+    }
+    schedule_jobs(self);
+  } catch (const std::exception &e) {
+    set_fatal(self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Failed to retry a job", e.what());
   }
-  schedule_jobs(self);
   return G_SOURCE_REMOVE;
 }
 
@@ -610,11 +626,22 @@ struct InjectRequest {
   std::string reason;
 };
 
+static void apply_injection(InjectRequest *req);
+
 static gboolean inject_cb(gpointer data) {
   auto *req = static_cast<InjectRequest *>(data);
+  try {
+    apply_injection(req);
+  } catch (const std::exception &e) {
+    set_fatal(req->self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Failed to inject a keyframe", e.what());
+  }
+  return G_SOURCE_REMOVE;
+}
+
+static void apply_injection(InjectRequest *req) {
   GstComfyKeyframeSrc *self = req->self;
   GstComfyKeyframeSrcPrivate *priv = self->priv;
-  if (!priv->client) return G_SOURCE_REMOVE;
+  if (!priv->client) return;
   Settings s = settings_snapshot(self);
 
   dw::Image image = req->image;
@@ -660,11 +687,15 @@ static gboolean inject_cb(gpointer data) {
   priv->ready.push_back(std::move(kf));
   g_cond_broadcast(&priv->cond);
   g_mutex_unlock(&priv->lock);
-  return G_SOURCE_REMOVE;
 }
 
 static gboolean schedule_cb(gpointer data) {
-  schedule_jobs(GST_COMFY_KEYFRAME_SRC(data));
+  auto *self = GST_COMFY_KEYFRAME_SRC(data);
+  try {
+    schedule_jobs(self);
+  } catch (const std::exception &e) {
+    set_fatal(self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Failed to queue a job", e.what());
+  }
   return G_SOURCE_REMOVE;
 }
 
@@ -1022,8 +1053,19 @@ static GstStructure *build_stats(GstComfyKeyframeSrc *self) {
                            G_TYPE_UINT64, st.reconnects, "connected", G_TYPE_BOOLEAN, st.connected, nullptr);
 }
 
+static GstFlowReturn create_keyframe_buffer(GstComfyKeyframeSrc *self, GstBuffer **outbuf);
+
 static GstFlowReturn gst_comfy_keyframe_src_create(GstPushSrc *psrc, GstBuffer **outbuf) {
   auto *self = GST_COMFY_KEYFRAME_SRC(psrc);
+  try {
+    return create_keyframe_buffer(self, outbuf);
+  } catch (const std::exception &e) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Failed to produce a keyframe"), ("%s", e.what()));
+    return GST_FLOW_ERROR;
+  }
+}
+
+static GstFlowReturn create_keyframe_buffer(GstComfyKeyframeSrc *self, GstBuffer **outbuf) {
   GstComfyKeyframeSrcPrivate *priv = self->priv;
   Settings s = settings_snapshot(self);
 
