@@ -24,7 +24,10 @@ GType dw_frame_meta_api_get_type(void) {
   static GType type = 0;
   static const gchar *tags[] = {nullptr};
   if (g_once_init_enter(&type)) {
-    GType t = gst_meta_api_type_register("DwFrameMetaAPI", tags);
+    /* The plugin and a program linking these helpers (tests, apps) each carry a copy: the first
+     * one registers the type, the others reuse it. */
+    GType t = g_type_from_name("DwFrameMetaAPI");
+    if (!t) t = gst_meta_api_type_register("DwFrameMetaAPI", tags);
     g_once_init_leave(&type, t);
   }
   return type;
@@ -33,8 +36,10 @@ GType dw_frame_meta_api_get_type(void) {
 const GstMetaInfo *dw_frame_meta_get_info(void) {
   static const GstMetaInfo *info = nullptr;
   if (g_once_init_enter(&info)) {
-    const GstMetaInfo *mi = gst_meta_register(DW_FRAME_META_API_TYPE, "DwFrameMeta", sizeof(DwFrameMeta),
-                                              dw_frame_meta_init, nullptr, dw_frame_meta_transform);
+    const GstMetaInfo *mi = gst_meta_get_info("DwFrameMeta");
+    if (!mi)
+      mi = gst_meta_register(DW_FRAME_META_API_TYPE, "DwFrameMeta", sizeof(DwFrameMeta), dw_frame_meta_init,
+                             nullptr, dw_frame_meta_transform);
     g_once_init_leave(&info, mi);
   }
   return info;
