@@ -1,0 +1,258 @@
+// Shared LibTorch plumbing: device/precision resolution, CPU feature detection, threads,
+// image <-> tensor conversion, batched slerp in ATen.
+#include "latent/torch_common.h"
+#include "latent/raw.h"
+
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#ifdef DW_HAVE_CUDA
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace dw::latent::detail {
+
+bool torch_cuda_available() {
+#ifdef DW_HAVE_CUDA
+  try {
+    return at::hasCUDA() && at::detail::getCUDAHooks().getNumGPUs() > 0;
+  } catch (...) {
+    return false;
+  }
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_native_bf16() {
+  static const bool has = [] {
+    if (const char *env = std::getenv("DW_LATENT_BF16")) return std::strcmp(env, "0") != 0;
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    const bool amx_bf16 = (edx >> 22) & 1;
+    const bool avx512f = (ebx >> 16) & 1;
+    unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
+    bool avx512_bf16 = false;
+    if (eax >= 1 && __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) avx512_bf16 = (a1 >> 5) & 1;
+    // oneDNN's bf16 kernels also need the OS to save the AVX-512 state (XCR0 bits 5-7).
+    unsigned c0 = 0, d0 = 0, a0 = 0, b0 = 0;
+    __get_cpuid(1, &a0, &b0, &c0, &d0);
+    const bool osxsave = (c0 >> 27) & 1;
+    bool zmm_state = false;
+    if (osxsave) {
+      unsigned lo, hi;
+      __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+      zmm_state = (lo & 0xe6) == 0xe6;
+    }
+    return at::hasMKLDNN() && zmm_state && avx512f && (avx512_bf16 || amx_bf16);
+#else
+    return false;
+#endif
+  }();
+  return has;
+}
+
+Precision resolve_precision(Precision p, const std::string &device) {
+  if (p != Precision::Auto) return p;
+  if (device.rfind("cuda", 0) == 0) return Precision::Fp16;
+  return cpu_has_native_bf16() ? Precision::Bf16 : Precision::Fp32;
+}
+
+at::ScalarType scalar_type(Precision p) {
+  switch (p) {
+    case Precision::Fp16: return at::kHalf;
+    case Precision::Bf16: return at::kBFloat16;
+    default: return at::kFloat;
+  }
+}
+
+std::string device_string(const at::Device &d) { return d.str(); }
+
+at::Device parse_device(const std::string &device) {
+  if (device == "cpu") return at::Device(at::kCPU);
+  if (device.rfind("cuda:", 0) == 0) {
+#ifndef DW_HAVE_CUDA
+    throw Error("device '" + device + "': CUDA requested but this LibTorch has no CUDA (CPU-only build)");
+#else
+    if (!torch_cuda_available())
+      throw Error("device '" + device + "': CUDA requested but not available (no GPU or driver)");
+    const int index = std::atoi(device.c_str() + 5);
+    const int count = at::detail::getCUDAHooks().getNumGPUs();
+    if (index >= count)
+      throw Error("device '" + device + "': only " + std::to_string(count) + " CUDA device(s)");
+    return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+#endif
+  }
+  throw Error("invalid device '" + device + "'");
+}
+
+void configure_threads(int threads) {
+  static std::mutex m;
+  static int configured = 0;
+  std::lock_guard<std::mutex> lock(m);
+  int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (n <= configured) return;
+  try {
+    at::set_num_threads(n);
+    configured = n;
+  } catch (const c10::Error &) {
+    // The native pool cannot be resized once used; keep what it has.
+    configured = n;
+  }
+}
+
+void configure_device(const at::Device &device) {
+  if (device.is_cuda()) {
+    at::globalContext().setAllowTF32CuBLAS(true);
+    at::globalContext().setAllowTF32CuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(true);
+  }
+}
+
+at::Tensor image_to_tensor(const Image &image) {
+  if (image.width <= 0 || image.height <= 0 || (image.channels != 3 && image.channels != 4))
+    throw Error("encode: expected a non-empty RGB or RGBA image, got " + std::to_string(image.width) + "x" +
+                std::to_string(image.height) + "x" + std::to_string(image.channels));
+  if (image.pixels.size() != static_cast<size_t>(image.width) * image.height * image.channels)
+    throw Error("encode: image buffer size does not match its dimensions");
+  if (image.width > 16384 || image.height > 16384) throw Error("encode: image larger than 16384 pixels");
+  at::Tensor t = at::from_blob(const_cast<uint8_t *>(image.pixels.data()), {image.height, image.width, image.channels},
+                               at::kByte);
+  return t.slice(2, 0, 3).permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div_(255.0f).contiguous();
+}
+
+std::vector<Image> tensor_to_images(const at::Tensor &t, int width, int height) {
+  at::Tensor u8 = t.slice(2, 0, height)
+                      .slice(3, 0, width)
+                      .to(at::kFloat)
+                      .clamp(0.0, 1.0)
+                      .mul(255.0)
+                      .round()
+                      .to(at::kByte)
+                      .permute({0, 2, 3, 1})
+                      .contiguous();
+  at::Tensor host;
+  if (u8.is_cuda()) {
+    host = at::empty(u8.sizes(), at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+    host.copy_(u8, /*non_blocking=*/true);
+#ifdef DW_HAVE_CUDA
+    c10::cuda::getCurrentCUDAStream(u8.device().index()).synchronize();
+#endif
+  } else {
+    host = u8;
+  }
+  const int64_t n = host.size(0);
+  std::vector<Image> out;
+  out.reserve(static_cast<size_t>(n));
+  const size_t bytes = static_cast<size_t>(width) * height * 3;
+  for (int64_t i = 0; i < n; ++i) {
+    Image img(width, height, 3);
+    std::memcpy(img.pixels.data(), host[i].data_ptr<uint8_t>(), bytes);
+    out.push_back(std::move(img));
+  }
+  return out;
+}
+
+at::Tensor slerp_tensor(const at::Tensor &a, const at::Tensor &b, double t) {
+  const int64_t n = a.size(0);
+  const auto compute = a.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor af = a.reshape({n, -1}).to(compute), bf = b.reshape({n, -1}).to(compute);
+  at::Tensor ad = af.to(at::kDouble), bd = bf.to(at::kDouble);
+  at::Tensor dot = (ad * bd).sum(1), na = (ad * ad).sum(1), nb = (bd * bd).sum(1);
+  at::Tensor cos = dot / (na * nb).sqrt();
+  at::Tensor use_slerp = (na > 0).logical_and(nb > 0).logical_and(cos.abs() < 0.9995).logical_and(cos.isfinite());
+  at::Tensor theta = cos.clamp(-1.0, 1.0).acos();
+  at::Tensor sin_theta = theta.sin();
+  at::Tensor s0 = at::where(use_slerp, ((1.0 - t) * theta).sin() / sin_theta, at::full_like(theta, 1.0 - t));
+  at::Tensor s1 = at::where(use_slerp, (t * theta).sin() / sin_theta, at::full_like(theta, t));
+  at::Tensor out = s0.to(compute).unsqueeze(1) * af + s1.to(compute).unsqueeze(1) * bf;
+  return out.reshape(a.sizes()).to(a.scalar_type());
+}
+
+}  // namespace dw::latent::detail
+
+namespace dw::latent::detail {
+
+std::string TensorLatent::describe() const {
+  std::string s;
+  for (int64_t i = 0; i < tensor_.dim(); ++i) s += (i ? "x" : "") + std::to_string(tensor_.size(i));
+  const char *dt = tensor_.scalar_type() == at::kBFloat16 ? "bf16"
+                   : tensor_.scalar_type() == at::kHalf   ? "fp16"
+                   : tensor_.scalar_type() == at::kFloat  ? "fp32"
+                                                          : c10::toString(tensor_.scalar_type());
+  return s + " " + dt + " " + tensor_.device().str();
+}
+
+const TensorLatent &as_tensor_latent(const Latent &l, const char *backend) {
+  auto *p = dynamic_cast<const TensorLatent *>(&l);
+  if (!p || !p->tensor().defined()) throw Error(std::string(backend) + ": latent was not made by a model codec");
+  return *p;
+}
+
+int check_interpolate(const TensorLatent &a, const TensorLatent &b, const std::vector<double> &ts, int batch_size) {
+  if (a.tensor().sizes() != b.tensor().sizes() || a.image_width() != b.image_width() ||
+      a.image_height() != b.image_height())
+    throw Error("interpolate: latents a (" + a.describe() + ", image " + std::to_string(a.image_width()) + "x" +
+                std::to_string(a.image_height()) + ") and b (" + b.describe() + ", image " +
+                std::to_string(b.image_width()) + "x" + std::to_string(b.image_height()) +
+                ") come from images of different sizes");
+  for (double t : ts)
+    if (!std::isfinite(t)) throw Error("interpolate: t must be finite");
+  return std::clamp(batch_size, 1, 64);
+}
+
+}  // namespace dw::latent::detail
+
+namespace dw::latent {
+namespace {
+at::Tensor from_float(const FloatTensor &t) {
+  if (t.shape.empty() || t.data.size() != t.numel()) throw Error("raw tensor: data size does not match shape");
+  return at::from_blob(const_cast<float *>(t.data.data()), t.shape, at::kFloat).clone();
+}
+FloatTensor to_float(const at::Tensor &t) {
+  at::Tensor c = t.to(at::kCPU, at::kFloat).contiguous();
+  FloatTensor out;
+  out.shape.assign(c.sizes().begin(), c.sizes().end());
+  out.data.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  return out;
+}
+detail::RawAccess &raw(Codec &codec) {
+  auto *r = dynamic_cast<detail::RawAccess *>(&codec);
+  if (!r) throw Error("raw tensor access needs a model codec (not " + codec.describe() + ")");
+  return *r;
+}
+}  // namespace
+
+FloatTensor encode_raw(Codec &codec, const FloatTensor &images) {
+  return detail::guarded("encode_raw", [&] {
+    c10::InferenceMode guard;
+    return to_float(raw(codec).encode_tensor(from_float(images)));
+  });
+}
+FloatTensor decode_raw(Codec &codec, const FloatTensor &latents) {
+  return detail::guarded("decode_raw", [&] {
+    c10::InferenceMode guard;
+    return to_float(raw(codec).decode_tensor(from_float(latents)));
+  });
+}
+FloatTensor slerp_raw(const FloatTensor &a, const FloatTensor &b, double t) {
+  return detail::guarded("slerp_raw", [&] {
+    c10::InferenceMode guard;
+    at::Tensor ta = from_float(a), tb = from_float(b);
+    if (ta.sizes() != tb.sizes()) throw Error("slerp_raw: shapes differ");
+    return to_float(detail::slerp_tensor(ta, tb, t));
+  });
+}
+}  // namespace dw::latent
