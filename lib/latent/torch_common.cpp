@@ -195,6 +195,19 @@ std::string TensorLatent::describe() const {
   return s + " " + dt + " " + tensor_.device().str();
 }
 
+std::vector<float> TensorLatent::pooled(int grid) const {
+  if (grid < 1) throw Error("pooled latent: grid must be >= 1 (got " + std::to_string(grid) + ")");
+  try {
+    c10::InferenceMode guard;
+    // Average over the spatial grid cells: a small, size-independent embedding of the latent.
+    at::Tensor p = at::adaptive_avg_pool2d(tensor_.to(at::kFloat), {grid, grid}).to(at::kCPU).contiguous();
+    const float *data = p.data_ptr<float>();
+    return std::vector<float>(data, data + p.numel());
+  } catch (const c10::Error &e) {
+    throw Error(std::string("pooled latent: ") + e.what_without_backtrace());
+  }
+}
+
 const TensorLatent &as_tensor_latent(const Latent &l, const char *backend) {
   auto *p = dynamic_cast<const TensorLatent *>(&l);
   if (!p || !p->tensor().defined()) throw Error(std::string(backend) + ": latent was not made by a model codec");

@@ -57,6 +57,7 @@ class TensorLatent final : public Latent {
   int image_width() const override { return width_; }
   int image_height() const override { return height_; }
   std::string describe() const override;
+  std::vector<float> pooled(int grid) const override;
   const at::Tensor &tensor() const { return tensor_; }
 
  private:

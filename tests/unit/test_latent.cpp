@@ -400,6 +400,26 @@ TEST_F(Taef2, DetectsVariant) {
   EXPECT_TRUE(codec_->has_model());
 }
 
+TEST_F(Taef2, PooledLatentIsAGridAverage) {
+  auto a = codec_->encode(solid(64, 64, 200, 40, 40));
+  auto b = codec_->encode(solid(64, 64, 40, 40, 200));
+  std::vector<float> pa = a->pooled(2), pb = b->pooled(2);
+  ASSERT_EQ(pa.size(), 32u * 2 * 2);
+  ASSERT_EQ(a->pooled(1).size(), 32u);
+  // 1x1 pooling is the mean of the 2x2 cells.
+  std::vector<float> p1 = a->pooled(1);
+  for (int c = 0; c < 32; ++c) {
+    float mean = (pa[c * 4] + pa[c * 4 + 1] + pa[c * 4 + 2] + pa[c * 4 + 3]) / 4;
+    EXPECT_NEAR(p1[c], mean, 1e-3) << c;
+  }
+  EXPECT_NE(pa, pb);
+  EXPECT_THROW(a->pooled(0), dw::latent::Error);
+  // The blend backend has no latent space.
+  CodecConfig blend;
+  blend.backend = Backend::Blend;
+  EXPECT_TRUE(create_codec(blend)->encode(solid(8, 8, 1, 2, 3))->pooled(2).empty());
+}
+
 TEST_F(Taef2, EncoderMatchesReference) {
   FloatTensor got = encode_raw(*codec_, ref_tensor(*ref_, "input"));
   const double err = max_abs_diff(got, ref_tensor(*ref_, "latent"));
