@@ -8,6 +8,7 @@ static gboolean plugin_init(GstPlugin *plugin) {
   gboolean ret = FALSE;
   ret |= GST_ELEMENT_REGISTER(comfykeyframesrc, plugin);
   ret |= GST_ELEMENT_REGISTER(flightbuffer, plugin);
+  ret |= GST_ELEMENT_REGISTER(cachetap, plugin);
   ret |= GST_ELEMENT_REGISTER(vaeinterp, plugin);
   return ret;
 }
