@@ -549,7 +549,6 @@ static void analyse(GstCacheTap *self, const Item &item) {
 
   g_mutex_lock(&priv->lock);
   Stats &st = priv->stats;
-  st.analysed++;
   if (item.kind != DW_FRAME_KIND_INJECTED) {
     if (added)
       st.added++;
@@ -574,6 +573,9 @@ static void analyse(GstCacheTap *self, const Item &item) {
 
   const GstClockTime took = static_cast<GstClockTime>(g_get_monotonic_time() - start) * GST_USECOND;
   g_mutex_lock(&priv->lock);
+  /* Counted once the analysis is complete, injection decision included, and together with its
+   * time: whoever sees "analysed" grow also sees any inject event it produced, and a consistent mean. */
+  st.analysed++;
   st.analysis_time_total += took;
   st.analysis_time_max = std::max(st.analysis_time_max, took);
   g_mutex_unlock(&priv->lock);

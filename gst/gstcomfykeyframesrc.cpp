@@ -746,6 +746,10 @@ static gpointer client_thread_func(gpointer data) {
 
   g_main_loop_run(priv->client_loop);
   priv->client.reset();
+  /* Cancelled requests complete from idle sources on this context: dispatch them now, or their
+   * GTasks (holding the SoupSession, messages and connections) are never released. */
+  while (g_main_context_iteration(context, FALSE)) {
+  }
   g_main_context_pop_thread_default(context);
   return nullptr;
 }

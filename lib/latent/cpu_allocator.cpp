@@ -17,7 +17,7 @@ namespace {
 
 class CachingCpuAllocator final : public c10::Allocator {
  public:
-  explicit CachingCpuAllocator(c10::Allocator *base) : base_(base) {
+  explicit CachingCpuAllocator(c10::Allocator *base) : base_(base), base_deleter_(base->raw_deleter()) {
     if (const char *env = std::getenv("DW_LATENT_CPU_CACHE_MB")) {
       const long mb = std::atol(env);
       if (mb >= 0) max_cached_ = static_cast<size_t>(mb) << 20;
@@ -54,9 +54,16 @@ class CachingCpuAllocator final : public c10::Allocator {
   static void release(void *p) {
     if (!p) return;
     CachingCpuAllocator &a = *instance;
-    std::lock_guard<std::mutex> lock(a.mutex_);
+    std::unique_lock<std::mutex> lock(a.mutex_);
     auto it = a.live_.find(p);
-    if (it == a.live_.end()) return;  // not ours (cannot happen); leak rather than crash
+    if (it == a.live_.end()) {
+      // Not a cached block: a small block from the base allocator handed out through
+      // raw_allocate() (oneDNN/ideep scratch and weight buffers) and now returned through
+      // raw_deallocate(), which uses our raw_deleter(). Give it back to its owner.
+      lock.unlock();
+      if (a.base_deleter_) a.base_deleter_(p);
+      return;
+    }
     const size_t size = it->second;
     a.live_.erase(it);
     if (a.cached_bytes_ + size <= a.max_cached_) {
@@ -70,6 +77,7 @@ class CachingCpuAllocator final : public c10::Allocator {
   static constexpr size_t kMinBlock = 1u << 20;
   static constexpr size_t kGranule = 64u << 10;
   c10::Allocator *base_;
+  c10::DeleterFnPtr base_deleter_;
   size_t max_cached_ = size_t{1} << 30;
   mutable std::mutex mutex_;
   mutable std::unordered_map<void *, size_t> live_;

@@ -633,6 +633,7 @@ struct Simulator::Impl {
   std::map<std::string, CacheEntry> cache;
   std::list<std::unique_ptr<Ws>> sockets;
   std::map<std::string, Ws *> table;
+  std::map<SoupServerMessage *, gulong> delayed_views;  // paused /view answers -> "disconnected" handler
   GRand *rand = nullptr;
   bool start_scheduled = false;
 
@@ -1631,8 +1632,12 @@ struct Simulator::Impl {
           msg, "disconnected", G_CALLBACK(+[](SoupServerMessage *, gpointer p) { **static_cast<std::shared_ptr<bool> *>(p) = true; }),
           flag, [](gpointer p, GClosure *) { delete static_cast<std::shared_ptr<bool> *>(p); }, static_cast<GConnectFlags>(0));
       soup_server_message_pause(msg);
-      schedule(f.view_delay_ms, [msg, serve, gone, h]() {
-        g_signal_handler_disconnect(msg, h);
+      delayed_views[msg] = h;
+      schedule(f.view_delay_ms, [this, msg, serve, gone]() {
+        auto it = delayed_views.find(msg);
+        if (it == delayed_views.end()) return;  // already released by the shutdown
+        g_signal_handler_disconnect(msg, it->second);
+        delayed_views.erase(it);
         if (!*gone) {
           serve();
           soup_server_message_unpause(msg);
@@ -1642,6 +1647,16 @@ struct Simulator::Impl {
       return;
     }
     serve();
+  }
+
+  // Drops the references held by /view answers still waiting for their delay (their timer
+  // never fires once the loop has stopped); the server's disconnect then frees the messages.
+  void release_delayed_views() {
+    for (auto &kv : delayed_views) {
+      g_signal_handler_disconnect(kv.first, kv.second);
+      g_object_unref(kv.first);
+    }
+    delayed_views.clear();
   }
 
   void interrupt(SoupServerMessage *msg) {
@@ -2454,6 +2469,7 @@ struct Simulator::Impl {
       g_main_loop_run(self->loop);
     }
     // Shutdown: sockets die with no close frame (1006), like a killed server.
+    self->release_delayed_views();
     self->drop_all_ws();
     self->queue.clear();
     self->running.reset();
