@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <string>
 
@@ -15,6 +16,9 @@ namespace dw::latent::detail {
 template <typename Fn>
 auto guarded(const std::string &what, Fn &&fn) -> decltype(fn()) {
   try {
+    // With the OpenMP backend the thread count is per calling thread: a codec created on one thread
+    // and used from another (an element's worker) would otherwise run its kernels single-threaded.
+    at::init_num_threads();
     return fn();
   } catch (const Error &) {
     throw;
