@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "latent/codec.h"
 #include "config.h"
 #include "dwevents.h"
 #include "dwmeta.h"
@@ -361,6 +362,7 @@ TEST(CacheTap, FrozenStreamGetsAnInjectEventUpstream) {
 // With the shared VAE (taesd, the files vaeinterp would load): the blend is a latent slerp and the
 // stats name the codec. Skipped in builds without LibTorch.
 TEST(CacheTap, InjectsALatentBlendWithTheSharedVae) {
+  if (!dw::latent::torch_available()) GTEST_SKIP() << "built without LibTorch (-Dtorch=disabled)";
   TempDir dir;
   dir.put_png("astronaut.png", shared_image("astronaut"));
   const std::string enc = shared_dir() + "/models/taef2_encoder.safetensors";
