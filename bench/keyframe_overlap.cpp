@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "feedback_loop.h"
 #include "comfy/client.h"
 #include "comfy/workflow.h"
 #include "image/image.h"
@@ -125,58 +126,13 @@ double run_element(dw::sim::Simulator &sim, guint cost_ms, int keyframes, double
 
 // The same work done one step after the other with the same client and workflow.
 double run_sequential(dw::sim::Simulator &sim, guint cost_ms, int keyframes) {
-  GMainContext *context = g_main_context_new();
-  g_main_context_push_thread_default(context);
-  dw::comfy::Error error;
-  auto workflow = dw::comfy::Workflow::load_file(workflow_path(), {}, &error);
-  if (!workflow) {
-    fprintf(stderr, "%s\n", error.describe().c_str());
-    exit(1);
-  }
-  dw::comfy::ClientConfig config;
-  config.server_url = sim.url();
   std::vector<gint64> pushed;
-  {
-    dw::comfy::Client client(config, context);
-    client.start();
-    dw::Image seed(kSize, kSize, 3);
-    std::fill(seed.pixels.begin(), seed.pixels.end(), 128);
-    std::vector<uint8_t> upload = dw::encode_png(seed, 1);
-    std::string input_value;
-    for (int i = 0; i < keyframes; ++i) {
-      dw::comfy::JobSpec spec;
-      if (input_value.empty()) {
-        spec.upload_png = upload;
-        spec.upload_name = "bench_seq.png";
-      } else {
-        spec.input_value = input_value;
-      }
-      const dw::comfy::Workflow *wf = workflow.get();
-      spec.build_prompt = [wf, i](const std::string &image) {
-        dw::comfy::JobParams params;
-        params.image = image;
-        params.seed = i;
-        return wf->build(params);
-      };
-      bool done = false;
-      dw::comfy::JobResult result;
-      dw::comfy::JobCallbacks callbacks;
-      callbacks.on_done = [&](dw::comfy::JobResult &&r) { result = std::move(r); done = true; };
-      callbacks.on_error = [&](const dw::comfy::Error &e) {
-        fprintf(stderr, "job failed: %s\n", e.describe().c_str());
-        exit(1);
-      };
-      client.submit(std::move(spec), std::move(callbacks));
-      while (!done) g_main_context_iteration(context, TRUE);
-      dw::Image image;
-      dw::decode_png(result.image.data(), result.image.size(), image, nullptr);
-      input_value = result.ref.load_image_value();
-      pushed.push_back(g_get_monotonic_time());
-      g_usleep(cost_ms * 1000);  // downstream work, not overlapped
-    }
+  dw_bench::SequentialLoop loop(sim.url(), workflow_path(), kSize, "bench_seq.png");
+  for (int i = 0; i < keyframes; ++i) {
+    loop.next(i);
+    pushed.push_back(g_get_monotonic_time());
+    g_usleep(cost_ms * 1000);  // downstream work, not overlapped
   }
-  g_main_context_pop_thread_default(context);
-  g_main_context_unref(context);
   return mean_period_ms(pushed);
 }
 

@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "feedback_loop.h"
 #include "comfy/client.h"
 #include "comfy/workflow.h"
 #include "image/image.h"
@@ -215,62 +216,17 @@ Result run_element(dw::sim::Simulator &sim, int frames, int keyframes) {
 // The same work done one step after the other in one thread, with the same client, workflow and
 // (shared) codec: job -> decode PNG -> encode -> interpolate+decode F frames -> "push" -> next job.
 Result run_sequential(dw::sim::Simulator &sim, dw::latent::SharedCodec &codec, int frames, int keyframes) {
-  GMainContext *context = g_main_context_new();
-  g_main_context_push_thread_default(context);
-  dw::comfy::Error error;
-  auto workflow = dw::comfy::Workflow::load_file(workflow_path(), {}, &error);
-  if (!workflow) {
-    fprintf(stderr, "%s\n", error.describe().c_str());
-    exit(1);
-  }
-  dw::comfy::ClientConfig config;
-  config.server_url = sim.url();
   const std::vector<double> ts = inbetween_ts(frames);
   std::vector<double> keyframe_times, frame_times, generation, pair_ms;
   {
-    dw::comfy::Client client(config, context);
-    client.start();
-    dw::Image seed(kSize, kSize, 3);
-    std::fill(seed.pixels.begin(), seed.pixels.end(), 128);
-    std::vector<uint8_t> upload = dw::encode_png(seed, 1);
-    std::string input_value;
+    dw_bench::SequentialLoop loop(sim.url(), workflow_path(), kSize, "bench_pipeline_seq.png");
     std::shared_ptr<const dw::latent::Latent> previous;
     for (int i = 0; i < keyframes; ++i) {
-      dw::comfy::JobSpec spec;
-      if (input_value.empty()) {
-        spec.upload_png = upload;
-        spec.upload_name = "bench_pipeline_seq.png";
-      } else {
-        spec.input_value = input_value;
-      }
-      const dw::comfy::Workflow *wf = workflow.get();
-      spec.build_prompt = [wf, i](const std::string &image) {
-        dw::comfy::JobParams params;
-        params.image = image;
-        params.seed = i;
-        return wf->build(params);
-      };
-      bool done = false;
-      dw::comfy::JobResult result;
-      dw::comfy::JobCallbacks callbacks;
-      callbacks.on_done = [&](dw::comfy::JobResult &&res) { result = std::move(res); done = true; };
-      callbacks.on_error = [&](const dw::comfy::Error &e) {
-        fprintf(stderr, "job failed: %s\n", e.describe().c_str());
-        exit(1);
-      };
       const double submitted = now_ms();
-      client.submit(std::move(spec), std::move(callbacks));
-      while (!done) g_main_context_iteration(context, TRUE);
-      dw::Image image;
-      std::string png_error;
-      if (!dw::decode_png(result.image.data(), result.image.size(), image, &png_error)) {
-        fprintf(stderr, "result PNG: %s\n", png_error.c_str());
-        exit(1);
-      }
+      dw::Image image = loop.next(i);
       // As comfykeyframesrc does: the simulator answers at the workflow's size, scaled to width x height.
       if (image.width != kSize || image.height != kSize) image = dw::resize_bilinear(image, kSize, kSize);
       generation.push_back(now_ms() - submitted);
-      input_value = result.ref.load_image_value();
       // Interpolation, not overlapped: encode B once, then the in-betweens of (A, B).
       const double t0 = now_ms();
       std::shared_ptr<const dw::latent::Latent> latent;
@@ -295,8 +251,6 @@ Result run_sequential(dw::sim::Simulator &sim, dw::latent::SharedCodec &codec, i
     keyframe_times.push_back(now_ms());
     frame_times.push_back(keyframe_times.back());
   }
-  g_main_context_pop_thread_default(context);
-  g_main_context_unref(context);
   Result r;
   steady_state(keyframe_times, frame_times, &r);
   r.generation_ms = mean_of(generation, 0);

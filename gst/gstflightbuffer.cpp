@@ -437,6 +437,28 @@ static GstCaps *open_framerate(GstCaps *caps) {
   return res;
 }
 
+/* CAPS query on either pad: the other side's caps with the framerate opened up (the element
+ * re-times frames, so any input rate can become any output rate), within the pad template. */
+static gboolean answer_caps_query(GstPad *pad, GstPad *other, GstQuery *query) {
+  GstCaps *filter = nullptr;
+  gst_query_parse_caps(query, &filter);
+  GstCaps *tmpl = gst_pad_get_pad_template_caps(pad);
+  GstCaps *peer = gst_pad_peer_query_caps(other, nullptr);
+  GstCaps *opened = open_framerate(peer);
+  GstCaps *res = gst_caps_intersect(opened, tmpl);
+  if (filter) {
+    GstCaps *f = gst_caps_intersect_full(filter, res, GST_CAPS_INTERSECT_FIRST);
+    gst_caps_unref(res);
+    res = f;
+  }
+  gst_query_set_caps_result(query, res);
+  gst_caps_unref(res);
+  gst_caps_unref(opened);
+  gst_caps_unref(peer);
+  gst_caps_unref(tmpl);
+  return TRUE;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Src task                                                                                         */
 
@@ -941,25 +963,7 @@ static gboolean gst_flight_buffer_sink_event(GstPad *pad, GstObject *parent, Gst
 
 static gboolean gst_flight_buffer_sink_query(GstPad *pad, GstObject *parent, GstQuery *query) {
   auto *self = GST_FLIGHT_BUFFER(parent);
-  if (GST_QUERY_TYPE(query) == GST_QUERY_CAPS) {
-    GstCaps *filter = nullptr;
-    gst_query_parse_caps(query, &filter);
-    GstCaps *tmpl = gst_pad_get_pad_template_caps(pad);
-    GstCaps *peer = gst_pad_peer_query_caps(self->srcpad, nullptr);
-    GstCaps *opened = open_framerate(peer);
-    GstCaps *res = gst_caps_intersect(opened, tmpl);
-    if (filter) {
-      GstCaps *f = gst_caps_intersect_full(filter, res, GST_CAPS_INTERSECT_FIRST);
-      gst_caps_unref(res);
-      res = f;
-    }
-    gst_query_set_caps_result(query, res);
-    gst_caps_unref(res);
-    gst_caps_unref(opened);
-    gst_caps_unref(peer);
-    gst_caps_unref(tmpl);
-    return TRUE;
-  }
+  if (GST_QUERY_TYPE(query) == GST_QUERY_CAPS) return answer_caps_query(pad, self->srcpad, query);
   return gst_pad_query_default(pad, parent, query);
 }
 
@@ -1076,25 +1080,8 @@ static gboolean gst_flight_buffer_src_query(GstPad *pad, GstObject *parent, GstQ
       gst_query_set_segment(query, 1.0, GST_FORMAT_TIME, 0, -1);
       return TRUE;
     }
-    case GST_QUERY_CAPS: {
-      GstCaps *filter = nullptr;
-      gst_query_parse_caps(query, &filter);
-      GstCaps *tmpl = gst_pad_get_pad_template_caps(pad);
-      GstCaps *peer = gst_pad_peer_query_caps(self->sinkpad, nullptr);
-      GstCaps *opened = open_framerate(peer);
-      GstCaps *res = gst_caps_intersect(opened, tmpl);
-      if (filter) {
-        GstCaps *f = gst_caps_intersect_full(filter, res, GST_CAPS_INTERSECT_FIRST);
-        gst_caps_unref(res);
-        res = f;
-      }
-      gst_query_set_caps_result(query, res);
-      gst_caps_unref(res);
-      gst_caps_unref(opened);
-      gst_caps_unref(peer);
-      gst_caps_unref(tmpl);
-      return TRUE;
-    }
+    case GST_QUERY_CAPS:
+      return answer_caps_query(pad, self->sinkpad, query);
     default:
       return gst_pad_query_default(pad, parent, query);
   }

@@ -20,8 +20,12 @@
 #include "dwmeta.h"
 #include "image/image.h"
 #include "sim/simulator.h"
+#include "sim_test_helpers.h"
 
 namespace {
+
+using dw_test::error_text;
+using dw_test::image_value_of;
 
 std::string source_path(const std::string &rel) {
   const char *dir = g_getenv("DW_SOURCE_DIR");
@@ -127,33 +131,6 @@ GstElement *harness_element(GstHarness *h) {
     return e;  // borrowed (the bin holds it)
   }
   return h->element;
-}
-
-// LoadImage value in a prompt body (node "4" of the test workflow).
-std::string image_value_of(const std::string &body) {
-  JsonParser *parser = json_parser_new();
-  std::string value;
-  if (json_parser_load_from_data(parser, body.c_str(), -1, nullptr)) {
-    JsonObject *root = json_node_get_object(json_parser_get_root(parser));
-    JsonObject *graph = json_object_get_object_member(root, "prompt");
-    JsonObject *inputs = json_object_get_object_member(json_object_get_object_member(graph, "4"), "inputs");
-    value = json_object_get_string_member(inputs, "image");
-  }
-  g_object_unref(parser);
-  return value;
-}
-
-std::string error_text(GstMessage *msg) {
-  GError *err = nullptr;
-  gchar *debug = nullptr;
-  if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR)
-    gst_message_parse_error(msg, &err, &debug);
-  else
-    gst_message_parse_warning(msg, &err, &debug);
-  std::string out = std::string(err ? err->message : "") + " | " + (debug ? debug : "");
-  g_clear_error(&err);
-  g_free(debug);
-  return out;
 }
 
 }  // namespace

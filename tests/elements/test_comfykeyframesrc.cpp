@@ -16,13 +16,14 @@
 #include "dwevents.h"
 #include "dwmeta.h"
 #include "sim/simulator.h"
+#include "sim_test_helpers.h"
 
 namespace {
 
-std::string source_path(const std::string &rel) {
-  const char *dir = g_getenv("DW_SOURCE_DIR");
-  return std::string(dir ? dir : ".") + "/" + rel;
-}
+using dw_test::error_text;
+using dw_test::image_value_of;
+using dw_test::prompt_text_of;
+using dw_test::source_path;
 
 std::string tiny_workflow() { return source_path("tests/data/tiny_img2img.json"); }
 
@@ -39,55 +40,12 @@ struct SimFixture : public ::testing::Test {
   void TearDown() override { sim.reset(); }
 };
 
-// Text of the CLIPTextEncode node feeding the sampler's positive input, or of node "2".
-std::string prompt_text_of(const std::string &body) {
-  JsonParser *parser = json_parser_new();
-  std::string text;
-  if (json_parser_load_from_data(parser, body.c_str(), -1, nullptr)) {
-    JsonObject *root = json_node_get_object(json_parser_get_root(parser));
-    JsonObject *graph = json_object_get_object_member(root, "prompt");
-    if (graph && json_object_has_member(graph, "2")) {
-      JsonObject *inputs = json_object_get_object_member(json_object_get_object_member(graph, "2"), "inputs");
-      if (inputs && json_object_has_member(inputs, "text")) text = json_object_get_string_member(inputs, "text");
-    }
-  }
-  g_object_unref(parser);
-  return text;
-}
-
-// LoadImage value in a prompt body (node "4" in the test workflow).
-std::string image_value_of(const std::string &body) {
-  JsonParser *parser = json_parser_new();
-  std::string value;
-  if (json_parser_load_from_data(parser, body.c_str(), -1, nullptr)) {
-    JsonObject *root = json_node_get_object(json_parser_get_root(parser));
-    JsonObject *graph = json_object_get_object_member(root, "prompt");
-    JsonObject *inputs = json_object_get_object_member(json_object_get_object_member(graph, "4"), "inputs");
-    value = json_object_get_string_member(inputs, "image");
-  }
-  g_object_unref(parser);
-  return value;
-}
-
 // Pops bus messages until one of `type` arrives or the timeout passes.
 GstMessage *wait_message(GstElement *pipeline, GstMessageType types, GstClockTime timeout = 20 * GST_SECOND) {
   GstBus *bus = gst_element_get_bus(pipeline);
   GstMessage *msg = gst_bus_timed_pop_filtered(bus, timeout, types);
   gst_object_unref(bus);
   return msg;
-}
-
-std::string error_text(GstMessage *msg) {
-  GError *err = nullptr;
-  gchar *debug = nullptr;
-  if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR)
-    gst_message_parse_error(msg, &err, &debug);
-  else
-    gst_message_parse_warning(msg, &err, &debug);
-  std::string out = std::string(err ? err->message : "") + " | " + (debug ? debug : "");
-  g_clear_error(&err);
-  g_free(debug);
-  return out;
 }
 
 GstElement *make_pipeline(const std::string &desc) {
