@@ -5,35 +5,12 @@
 #include <cmath>
 
 #include "latent/codec.h"
-#include "latent/raw.h"
 
 namespace dw::cache {
 
 namespace {
 
 inline double luma_of(const uint8_t *p) { return (0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]) / 255.0; }
-
-// Average-pools an NCHW latent (first batch item) to grid x grid per channel, channel-major.
-std::vector<float> pool_latent(const latent::FloatTensor &t, int grid) {
-  std::vector<float> out;
-  if (t.shape.size() != 4 || t.data.size() < t.numel()) return out;
-  const int64_t c = t.shape[1], h = t.shape[2], w = t.shape[3];
-  if (h <= 0 || w <= 0) return out;
-  out.assign(static_cast<size_t>(c) * grid * grid, 0.0f);
-  for (int64_t ch = 0; ch < c; ++ch)
-    for (int gy = 0; gy < grid; ++gy) {
-      const int64_t y0 = gy * h / grid, y1 = std::max(y0 + 1, (gy + 1) * h / grid);
-      for (int gx = 0; gx < grid; ++gx) {
-        const int64_t x0 = gx * w / grid, x1 = std::max(x0 + 1, (gx + 1) * w / grid);
-        double acc = 0;
-        int64_t n = 0;
-        for (int64_t y = y0; y < std::min(y1, h); ++y)
-          for (int64_t x = x0; x < std::min(x1, w); ++x, ++n) acc += t.data[(ch * h + y) * w + x];
-        out[(ch * grid + gy) * grid + gx] = static_cast<float>(n ? acc / n : 0.0);
-      }
-    }
-  return out;
-}
 
 }  // namespace
 
@@ -187,22 +164,10 @@ Embedding Embedder::embed(const Image &image) const {
   int h = std::max(8, (image.height * target / side) / 8 * 8);
   Image small = (w == image.width && h == image.height) ? image : resize_bilinear(image, w, h);
   if (small.channels != 3) small = convert_channels(small, 3);
-  std::vector<float> pooled = codec_->with([&](latent::Codec &codec) {
-    if (pooled_supported_ != 0) {
-      std::vector<float> p = codec.encode(small)->pooled(grid_);
-      pooled_supported_ = p.empty() ? 0 : 1;
-      if (!p.empty()) return p;
-    }
-    // Backends without Latent::pooled(): the raw float32 latent (latent/raw.h), pooled here.
-    latent::FloatTensor in;
-    in.shape = {1, 3, small.height, small.width};
-    in.data.resize(in.numel());
-    const size_t plane = static_cast<size_t>(small.width) * small.height;
-    for (size_t i = 0; i < plane; ++i)
-      for (int k = 0; k < 3; ++k) in.data[k * plane + i] = small.pixels[i * 3 + k] / 255.0f;
-    latent::FloatTensor out = latent::encode_raw(codec, in);
-    return pool_latent(out, grid_);
-  });
+  // The shared VAE's latent, average-pooled to grid x grid per channel (Latent::pooled).
+  std::vector<float> pooled =
+      codec_->with([&](latent::Codec &codec) { return codec.encode(small)->pooled(grid_); });
+  if (pooled.empty()) return e;  // a backend without a latent space: the pixel features alone
   centre_normalise(pooled);
   e.latent = std::move(pooled);
   return e;

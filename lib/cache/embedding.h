@@ -52,8 +52,8 @@ double cosine(const std::vector<float> &a, const std::vector<float> &b);
 void centre_normalise(std::vector<float> &v);
 double similarity(const Embedding &a, const Embedding &b);
 
-// Computes embeddings; with a model codec, adds the pooled latent (encode under the codec's shared
-// lock; Latent::pooled(), or the raw latent of latent/raw.h pooled here for backends without it).
+// Computes embeddings; with a model codec, adds the pooled latent (encoded under the codec's shared
+// lock, then Latent::pooled()).
 // One Embedder is used from one thread at a time.
 class Embedder {
  public:
@@ -74,7 +74,6 @@ class Embedder {
   int max_side_;
   bool has_latent_ = false;
   std::string signature_;
-  mutable int pooled_supported_ = -1;  // Latent::pooled() of this backend: -1 unknown, 0 empty, 1 works
 };
 
 // Area-averaging downscale to exactly width x height (RGB out), used for thumbnails.
