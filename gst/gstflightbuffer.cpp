@@ -439,6 +439,18 @@ static GstCaps *open_framerate(GstCaps *caps) {
 
 /* CAPS query on either pad: the other side's caps with the framerate opened up (the element
  * re-times frames, so any input rate can become any output rate), within the pad template. */
+/* FLUSH_START from either side: wake the task and a blocked chain(), then pause the task (queue's
+ * sequence; the lock is not held while pausing, the task needs it to finish its iteration). */
+static void start_flushing(GstFlightBuffer *self) {
+  GstFlightBufferPrivate *priv = self->priv;
+  g_mutex_lock(&priv->lock);
+  priv->srcresult = GST_FLOW_FLUSHING;
+  wake_task(priv);
+  g_cond_broadcast(&priv->chain_cond);
+  g_mutex_unlock(&priv->lock);
+  gst_pad_pause_task(self->srcpad);
+}
+
 static gboolean answer_caps_query(GstPad *pad, GstPad *other, GstQuery *query) {
   GstCaps *filter = nullptr;
   gst_query_parse_caps(query, &filter);
@@ -895,16 +907,10 @@ static gboolean gst_flight_buffer_sink_event(GstPad *pad, GstObject *parent, Gst
   auto *self = GST_FLIGHT_BUFFER(parent);
   GstFlightBufferPrivate *priv = self->priv;
   switch (GST_EVENT_TYPE(event)) {
-    case GST_EVENT_FLUSH_START: {
+    case GST_EVENT_FLUSH_START:
       gst_pad_push_event(self->srcpad, event);
-      g_mutex_lock(&priv->lock);
-      priv->srcresult = GST_FLOW_FLUSHING;
-      wake_task(priv);
-      g_cond_broadcast(&priv->chain_cond);
-      g_mutex_unlock(&priv->lock);
-      gst_pad_pause_task(self->srcpad);
+      start_flushing(self);
       return TRUE;
-    }
     case GST_EVENT_FLUSH_STOP: {
       gst_pad_push_event(self->srcpad, event);
       g_mutex_lock(&priv->lock);
@@ -1013,12 +1019,7 @@ static gboolean gst_flight_buffer_src_event(GstPad *pad, GstObject *parent, GstE
   switch (GST_EVENT_TYPE(event)) {
     case GST_EVENT_FLUSH_START: {
       gboolean ret = gst_pad_push_event(self->sinkpad, event);
-      g_mutex_lock(&priv->lock);
-      priv->srcresult = GST_FLOW_FLUSHING;
-      wake_task(priv);
-      g_cond_broadcast(&priv->chain_cond);
-      g_mutex_unlock(&priv->lock);
-      gst_pad_pause_task(self->srcpad);
+      start_flushing(self);
       return ret;
     }
     case GST_EVENT_FLUSH_STOP: {

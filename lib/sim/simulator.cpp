@@ -1517,23 +1517,36 @@ struct Simulator::Impl {
     reply_json(msg, 200, w.str());
   }
 
-  void post_queue(SoupServerMessage *msg) {
+  // Body of POST /queue and POST /history: {"clear": true} and/or {"delete": [ids]}; anything else
+  // (no body, not JSON) changes nothing, as on the real server.
+  struct ClearDelete {
+    bool valid = false, clear = false;
+    std::vector<std::string> ids;
+  };
+  ClearDelete parse_clear_delete(SoupServerMessage *msg) {
+    ClearDelete r;
     std::string body = body_of(msg);
     JsonNodePtr root(parse_json(body.data(), body.size()));
-    if (root.n && JSON_NODE_HOLDS_OBJECT(root.n)) {
-      JsonObject *o = json_node_get_object(root.n);
-      JsonNode *c = json_object_get_member(o, "clear");
-      if (c && JSON_NODE_HOLDS_VALUE(c) && json_node_get_value_type(c) == G_TYPE_BOOLEAN && json_node_get_boolean(c))
-        queue.clear();
-      JsonNode *d = json_object_get_member(o, "delete");
-      if (d && JSON_NODE_HOLDS_ARRAY(d)) {
-        JsonArray *a = json_node_get_array(d);
-        for (guint i = 0; i < json_array_get_length(a); ++i) {
-          std::string id = py_str(json_array_get_element(a, i));
-          queue.erase(std::remove_if(queue.begin(), queue.end(), [&](const std::unique_ptr<Job> &j) { return j->id == id; }),
-                      queue.end());
-        }
-      }
+    if (!root.n || !JSON_NODE_HOLDS_OBJECT(root.n)) return r;
+    r.valid = true;
+    JsonObject *o = json_node_get_object(root.n);
+    JsonNode *c = json_object_get_member(o, "clear");
+    r.clear = c && JSON_NODE_HOLDS_VALUE(c) && json_node_get_value_type(c) == G_TYPE_BOOLEAN && json_node_get_boolean(c);
+    JsonNode *d = json_object_get_member(o, "delete");
+    if (d && JSON_NODE_HOLDS_ARRAY(d)) {
+      JsonArray *a = json_node_get_array(d);
+      for (guint i = 0; i < json_array_get_length(a); ++i) r.ids.push_back(py_str(json_array_get_element(a, i)));
+    }
+    return r;
+  }
+
+  void post_queue(SoupServerMessage *msg) {
+    ClearDelete cd = parse_clear_delete(msg);
+    if (cd.valid) {
+      if (cd.clear) queue.clear();
+      for (const auto &id : cd.ids)
+        queue.erase(std::remove_if(queue.begin(), queue.end(), [&](const std::unique_ptr<Job> &j) { return j->id == id; }),
+                    queue.end());
       send_status();
     }
     reply_empty(msg, 200);
@@ -1571,23 +1584,11 @@ struct Simulator::Impl {
   }
 
   void post_history(SoupServerMessage *msg) {
-    std::string body = body_of(msg);
-    JsonNodePtr root(parse_json(body.data(), body.size()));
-    if (root.n && JSON_NODE_HOLDS_OBJECT(root.n)) {
-      JsonObject *o = json_node_get_object(root.n);
-      JsonNode *c = json_object_get_member(o, "clear");
-      if (c && JSON_NODE_HOLDS_VALUE(c) && json_node_get_value_type(c) == G_TYPE_BOOLEAN && json_node_get_boolean(c))
-        history.clear();
-      JsonNode *d = json_object_get_member(o, "delete");
-      if (d && JSON_NODE_HOLDS_ARRAY(d)) {
-        JsonArray *a = json_node_get_array(d);
-        for (guint i = 0; i < json_array_get_length(a); ++i) {
-          std::string id = py_str(json_array_get_element(a, i));
-          history.erase(std::remove_if(history.begin(), history.end(), [&](const HistEntry &h) { return h.id == id; }),
-                        history.end());
-        }
-      }
-    }
+    ClearDelete cd = parse_clear_delete(msg);
+    if (cd.clear) history.clear();
+    for (const auto &id : cd.ids)
+      history.erase(std::remove_if(history.begin(), history.end(), [&](const HistEntry &h) { return h.id == id; }),
+                    history.end());
     reply_empty(msg, 200);
   }
 
