@@ -22,6 +22,7 @@
 #include "feedback_loop.h"
 #include "comfy/client.h"
 #include "comfy/workflow.h"
+#include "dwstats.h"
 #include "image/image.h"
 #include "sim/simulator.h"
 
@@ -113,7 +114,7 @@ double run_element(dw::sim::Simulator &sim, guint cost_ms, int keyframes, double
   GstStructure *stats = nullptr;
   g_object_get(src, "stats", &stats, nullptr);
   guint64 mean_ns = 0;
-  gst_structure_get_uint64(stats, "mean-generation-time", &mean_ns);
+  gst_structure_get_uint64(stats, DW_STATS_COMFYKEYFRAMESRC_MEAN_GENERATION_TIME, &mean_ns);
   *generation_ms = mean_ns / 1e6;
   gst_structure_free(stats);
   gst_object_unref(src);

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "app.h"
+#include "dwstats.h"
 
 namespace {
 
@@ -37,6 +38,16 @@ guint64 u64(GstElement *e, const char *field) {
   return v;
 }
 
+// Open file descriptors of this process (a leaked socket per keyframe shows here).
+long open_fds() {
+  long n = 0;
+  if (GDir *d = g_dir_open("/proc/self/fd", 0, nullptr)) {
+    while (g_dir_read_name(d)) n++;
+    g_dir_close(d);
+  }
+  return n;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -53,7 +64,7 @@ int main(int argc, char **argv) {
   o.width = o.height = 64;
   o.num_keyframes = static_cast<int>(total);
   o.quiet = true;
-  const long rss_start = rss_kib();
+  const long rss_start = rss_kib(), fds_start = open_fds();
   dw::app::App app(o);
   int rc = -1;
   auto t0 = std::chrono::steady_clock::now();
@@ -71,7 +82,7 @@ int main(int argc, char **argv) {
   guint64 k = 0;
   while (k < total) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    k = u64(src, "keyframes");
+    k = u64(src, DW_STATS_COMFYKEYFRAMESRC_KEYFRAMES);
     long r = rss_kib();
     rss_max = std::max(rss_max, r);
     if (rss_warm < 0 && k >= warm) rss_warm = r;
@@ -83,9 +94,13 @@ int main(int argc, char **argv) {
   }
   rss_end = rss_kib();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const guint64 underruns = u64(buffer, "underruns"), failed = u64(src, "jobs-failed"),
-                retried = u64(src, "jobs-retried"), interp_errors = u64(interp, "errors"),
-                frames_out = buffer ? u64(buffer, "frames-out") : u64(interp, "frames-out");
+  const guint64 underruns = u64(buffer, DW_STATS_FLIGHTBUFFER_UNDERRUNS),
+                failed = u64(src, DW_STATS_COMFYKEYFRAMESRC_JOBS_FAILED),
+                retried = u64(src, DW_STATS_COMFYKEYFRAMESRC_JOBS_RETRIED),
+                interp_errors = u64(interp, DW_STATS_VAEINTERP_ERRORS),
+                frames_out = buffer ? u64(buffer, DW_STATS_FLIGHTBUFFER_FRAMES_OUT)
+                                    : u64(interp, DW_STATS_VAEINTERP_FRAMES_OUT);
+  const long fds_end = open_fds();
   runner.join();  // EOS after num-keyframes ends run()
   for (GstElement *e : {src, interp, buffer})
     if (e) gst_object_unref(e);
@@ -95,6 +110,7 @@ int main(int argc, char **argv) {
   std::printf("soak: RSS start %ld KiB, after warm-up (%" G_GUINT64_FORMAT " kf) %ld KiB, middle %ld KiB, end %ld KiB,"
               " max %ld KiB\n", rss_start, warm, rss_warm, rss_mid, rss_end, rss_max);
   std::printf("soak: RSS growth after warm-up %.2f %% (goal < 5 %%)\n", growth);
+  std::printf("soak: open file descriptors at start %ld, at the end %ld\n", fds_start, fds_end);
   std::printf("soak: underruns %" G_GUINT64_FORMAT "%s, jobs failed %" G_GUINT64_FORMAT ", retried %" G_GUINT64_FORMAT
               ", vaeinterp errors %" G_GUINT64_FORMAT ", app exit code %d\n",
               underruns, buffer ? "" : " (no flightbuffer)", failed, retried, interp_errors, rc);

@@ -5,7 +5,16 @@ static gboolean dw_frame_meta_init(GstMeta *meta, gpointer, GstBuffer *) {
   m->kind = DW_FRAME_KIND_KEYFRAME;
   m->keyframe_index = 0;
   m->position = 0.0;
+  m->prompt = nullptr;
+  m->seed = -1;
+  m->injected = FALSE;
   return TRUE;
+}
+
+static void dw_frame_meta_free(GstMeta *meta, GstBuffer *) {
+  auto *m = reinterpret_cast<DwFrameMeta *>(meta);
+  g_free(m->prompt);
+  m->prompt = nullptr;
 }
 
 // The meta describes the frame's content, so it survives copies and conversions (videoconvert,
@@ -14,7 +23,11 @@ static gboolean dw_frame_meta_transform(GstBuffer *dest, GstMeta *meta, GstBuffe
                                         gpointer) {
   auto *src = reinterpret_cast<DwFrameMeta *>(meta);
   if (GST_META_TRANSFORM_IS_COPY(type) || type == g_quark_from_static_string("gst-video-scale")) {
-    dw_buffer_add_frame_meta(dest, src->kind, src->keyframe_index, src->position);
+    DwFrameMeta *d = dw_buffer_add_frame_meta(dest, src->kind, src->keyframe_index, src->position);
+    if (!d) return FALSE;
+    dw_frame_meta_set_prompt(d, src->prompt);
+    d->seed = src->seed;
+    d->injected = src->injected;
     return TRUE;
   }
   return FALSE;
@@ -39,7 +52,7 @@ const GstMetaInfo *dw_frame_meta_get_info(void) {
     const GstMetaInfo *mi = gst_meta_get_info("DwFrameMeta");
     if (!mi)
       mi = gst_meta_register(DW_FRAME_META_API_TYPE, "DwFrameMeta", sizeof(DwFrameMeta), dw_frame_meta_init,
-                             nullptr, dw_frame_meta_transform);
+                             dw_frame_meta_free, dw_frame_meta_transform);
     g_once_init_leave(&info, mi);
   }
   return info;
@@ -55,6 +68,25 @@ DwFrameMeta *dw_buffer_add_frame_meta(GstBuffer *buffer, DwFrameKind kind, guint
     m->position = position;
   }
   return m;
+}
+
+DwFrameMeta *dw_buffer_add_keyframe_meta(GstBuffer *buffer, guint64 keyframe_index, const gchar *prompt,
+                                         gint64 seed, gboolean injected) {
+  DwFrameMeta *m = dw_buffer_add_frame_meta(buffer, injected ? DW_FRAME_KIND_INJECTED : DW_FRAME_KIND_KEYFRAME,
+                                            keyframe_index, 0.0);
+  if (m) {
+    dw_frame_meta_set_prompt(m, prompt);
+    m->seed = seed;
+    m->injected = injected;
+  }
+  return m;
+}
+
+void dw_frame_meta_set_prompt(DwFrameMeta *meta, const gchar *prompt) {
+  g_return_if_fail(meta != nullptr);
+  if (meta->prompt == prompt) return;
+  g_free(meta->prompt);
+  meta->prompt = g_strdup(prompt);
 }
 
 DwFrameMeta *dw_buffer_get_frame_meta(GstBuffer *buffer) {

@@ -9,13 +9,20 @@
  *    max-entries, eviction, acceptance, diversity-threshold; dw::cache::KeyframeCache),
  *  - watches the last collapse-window keyframes for a collapsing feedback loop (near-identical
  *    consecutive keyframes, colours running away; dw::cache::CollapseDetector),
- *  - on collapse, picks the cached entry least similar to the recent keyframes, blends it with the
- *    current keyframe (latent slerp, or a pixel blend without a model) and sends the upstream
+ *  - on collapse, asks the injection policy (cooldown, mild-collapse odds, is any cached entry
+ *    dissimilar enough; dw::cache::InjectionPolicy), blends the chosen entry with the current
+ *    keyframe (latent slerp, or a pixel blend without a model) and sends the upstream
  *    "dreamwindow-inject" event, which comfykeyframesrc turns into the next keyframe and the next
  *    job's input; posts "dreamwindow-injection",
  *  - at low priority (only when no keyframe waits), every monitor-interval keyframes, summarises
  *    the cache (incremental similarity matrix, redundancy, clusters, diversity), optionally adapts
  *    diversity-threshold, and posts "dreamwindow-cache".
+ *
+ * What lives where: every rule is in lib/cache (embedding.h, cache.h: acceptance, eviction, pick;
+ * collapse.h; injection.h; monitor.h; store.h). Pixels come through the one frame bridge
+ * (dwframe.h). The keyframe's index, prompt and seed come from its own DwFrameMeta (set by
+ * comfykeyframesrc), never from another element's properties. This file is glue: the tap, the
+ * worker thread, the event, stats and messages.
  *
  * Threads and locks (see docs/architecture.md and docs/elements/cachetap.md):
  *  - transform_ip() (streaming thread) only refs the buffer into a bounded queue (max-queue; when
@@ -51,10 +58,13 @@
 #include "cache/cache.h"
 #include "cache/collapse.h"
 #include "cache/embedding.h"
+#include "cache/injection.h"
 #include "cache/monitor.h"
 #include "cache/store.h"
 #include "dwevents.h"
+#include "dwframe.h"
 #include "dwmeta.h"
+#include "dwstats.h"
 #include "gstdreamwindowelements.h"
 #include "image/image.h"
 #include "latent/codec.h"
@@ -177,6 +187,8 @@ struct Item {
   guint64 keyframe_index = 0;
   DwFrameKind kind = DW_FRAME_KIND_KEYFRAME;
   GstClockTime running_time = GST_CLOCK_TIME_NONE;
+  std::string prompt;  // the keyframe's own facts, from its DwFrameMeta (empty / -1 unknown)
+  gint64 seed = -1;
 };
 
 struct Stats {
@@ -230,12 +242,11 @@ struct GstCacheTapPrivate {
   std::unique_ptr<dw::cache::Embedder> embedder;
   std::unique_ptr<dw::cache::KeyframeCache> cache;
   dw::cache::CollapseDetector detector;
-  guint64 since_injection = G_MAXUINT64;
+  dw::cache::InjectionPolicy policy;
   guint64 since_monitor = 0;
   bool monitor_due = false;
   double threshold = DEFAULT_DIVERSITY_THRESHOLD;  // adaptive copy of diversity-threshold
   double configured_threshold = DEFAULT_DIVERSITY_THRESHOLD;
-  GRand *rand = nullptr;
   GstClockTime last_running_time = GST_CLOCK_TIME_NONE;
 };
 
@@ -251,7 +262,8 @@ GST_ELEMENT_REGISTER_DEFINE_WITH_CODE(cachetap, "cachetap", GST_RANK_NONE, GST_T
                                       GST_DEBUG_CATEGORY_INIT(cachetap_dataflow_debug, "cachetap_dataflow", 0,
                                                               "cachetap per-buffer logs"));
 
-#define CACHETAP_CAPS GST_VIDEO_CAPS_MAKE("{ RGB, RGBA, RGBx }")
+/* Any packed 8-bit RGB-family format the frame bridge reads (it is a tap: nothing is converted). */
+#define CACHETAP_CAPS GST_VIDEO_CAPS_MAKE(DW_FRAME_FORMATS)
 
 static GstStaticPadTemplate sink_template =
     GST_STATIC_PAD_TEMPLATE("sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS(CACHETAP_CAPS));
@@ -280,6 +292,8 @@ static GstFlowReturn transform_ip_impl(GstBaseTransform *trans, GstBuffer *buffe
   if (meta && meta->kind == DW_FRAME_KIND_INBETWEEN) return GST_FLOW_OK;  // only keyframes are analysed
   Item item;
   item.kind = meta ? meta->kind : DW_FRAME_KIND_KEYFRAME;
+  if (meta && meta->prompt) item.prompt = meta->prompt;
+  if (meta) item.seed = meta->seed;
   GstClockTime pts = GST_BUFFER_PTS(buffer);
   if (GST_CLOCK_TIME_IS_VALID(pts))
     item.running_time = gst_segment_to_running_time(&trans->segment, GST_FORMAT_TIME, pts);
@@ -335,61 +349,26 @@ static gboolean gst_cache_tap_set_caps(GstBaseTransform *trans, GstCaps *incaps,
 /* ------------------------------------------------------------------------------------------------ */
 /* Worker                                                                                           */
 
-static bool image_from_item(const Item &item, dw::Image *out) {
-  GstVideoFrame frame;
-  GstVideoInfo info = item.info;
-  if (!gst_video_frame_map(&frame, &info, item.buffer, GST_MAP_READ)) return false;
-  const int w = GST_VIDEO_FRAME_WIDTH(&frame), h = GST_VIDEO_FRAME_HEIGHT(&frame);
-  const int pixel_stride = GST_VIDEO_FRAME_COMP_PSTRIDE(&frame, 0);
-  dw::Image img(w, h, 3);
-  for (int y = 0; y < h; ++y) {
-    const guint8 *s = static_cast<const guint8 *>(GST_VIDEO_FRAME_PLANE_DATA(&frame, 0)) +
-                      static_cast<gsize>(y) * GST_VIDEO_FRAME_PLANE_STRIDE(&frame, 0);
-    guint8 *d = img.row(y);
-    for (int x = 0; x < w; ++x) {
-      d[3 * x] = s[pixel_stride * x];
-      d[3 * x + 1] = s[pixel_stride * x + 1];
-      d[3 * x + 2] = s[pixel_stride * x + 2];
-    }
-  }
-  gst_video_frame_unmap(&frame);
-  *out = std::move(img);
-  return true;
-}
-
+/* The injection as a new RGB buffer and its caps (through the one frame bridge). */
 static GstBuffer *buffer_from_image(const dw::Image &img, GstCaps **caps) {
   GstVideoInfo info;
-  gst_video_info_set_format(&info, GST_VIDEO_FORMAT_RGB, img.width, img.height);
-  GstBuffer *buf = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(&info), nullptr);
-  GstVideoFrame frame;
-  gst_video_frame_map(&frame, &info, buf, GST_MAP_WRITE);
-  for (int y = 0; y < img.height; ++y)
-    memcpy(static_cast<guint8 *>(GST_VIDEO_FRAME_PLANE_DATA(&frame, 0)) +
-               static_cast<gsize>(y) * GST_VIDEO_FRAME_PLANE_STRIDE(&frame, 0),
-           img.row(y), img.stride());
-  gst_video_frame_unmap(&frame);
+  if (!dw_video_info_for_image(img, &info)) throw std::runtime_error("the blended keyframe is empty");
+  std::string error;
+  GstBuffer *buf = dw_buffer_from_image_full(img, &info, &error);
+  if (!buf) throw std::runtime_error("cannot make the injection buffer: " + error);
   *caps = gst_video_info_to_caps(&info);
   return buf;
 }
 
-/* The upstream source's current prompt, when it has one (best effort, for the index). */
-static std::string upstream_prompt(GstCacheTap *self) {
-  std::string prompt;
-  GstPad *peer = gst_pad_get_peer(GST_BASE_TRANSFORM_SINK_PAD(self));
-  if (!peer) return prompt;
-  GstElement *parent = gst_pad_get_parent_element(peer);
-  if (parent) {
-    GParamSpec *spec = g_object_class_find_property(G_OBJECT_GET_CLASS(parent), "prompt");
-    if (spec && spec->value_type == G_TYPE_STRING && (spec->flags & G_PARAM_READABLE)) {
-      gchar *p = nullptr;
-      g_object_get(parent, "prompt", &p, nullptr);
-      if (p) prompt = p;
-      g_free(p);
-    }
-    gst_object_unref(parent);
-  }
-  gst_object_unref(peer);
-  return prompt;
+/* The properties as lib/cache's configuration (the one place they are mapped). */
+static dw::cache::CacheConfig cache_config(const Settings &s, double threshold) {
+  dw::cache::CacheConfig cfg;
+  cfg.max_entries = s.max_entries;
+  cfg.eviction = s.eviction == GST_CACHE_TAP_EVICTION_LRU ? dw::cache::Eviction::Lru : dw::cache::Eviction::Redundancy;
+  cfg.acceptance =
+      s.acceptance == GST_CACHE_TAP_ACCEPTANCE_MAX ? dw::cache::Acceptance::Max : dw::cache::Acceptance::Average;
+  cfg.diversity_threshold = threshold;
+  return cfg;
 }
 
 static void apply_cache_config(GstCacheTapPrivate *priv, const Settings &s) {
@@ -398,16 +377,17 @@ static void apply_cache_config(GstCacheTapPrivate *priv, const Settings &s) {
     priv->configured_threshold = s.diversity_threshold;
     priv->threshold = s.diversity_threshold;
   }
-  dw::cache::CacheConfig cfg;
-  cfg.max_entries = s.max_entries;
-  cfg.eviction = s.eviction == GST_CACHE_TAP_EVICTION_LRU ? dw::cache::Eviction::Lru : dw::cache::Eviction::Redundancy;
-  cfg.acceptance =
-      s.acceptance == GST_CACHE_TAP_ACCEPTANCE_MAX ? dw::cache::Acceptance::Max : dw::cache::Acceptance::Average;
-  cfg.diversity_threshold = priv->threshold;
+  const dw::cache::CacheConfig cfg = cache_config(s, priv->threshold);
   const auto &cur = priv->cache->config();
   if (cur.max_entries != cfg.max_entries || cur.eviction != cfg.eviction || cur.acceptance != cfg.acceptance ||
       cur.diversity_threshold != cfg.diversity_threshold)
     priv->cache->set_config(cfg);
+  dw::cache::InjectionConfig ic;
+  ic.enabled = s.injection;
+  ic.cooldown = s.injection_cooldown;
+  ic.mild_probability = s.mild_probability;
+  ic.max_similarity = s.collapse_threshold;
+  priv->policy.set_config(ic);
   dw::cache::CollapseConfig cc = priv->detector.config();
   if (cc.window != s.collapse_window || cc.threshold != s.collapse_threshold) {
     cc.window = s.collapse_window;
@@ -420,63 +400,72 @@ static void post_element_message(GstCacheTap *self, GstStructure *s) {
   gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), s));
 }
 
-/* Decides on and performs an injection. Called by the worker with no lock held. */
-static void maybe_inject(GstCacheTap *self, const Settings &s, const Item &item, const dw::Image &current,
-                         const dw::cache::CollapseState &state) {
+/* Sends the injection upstream and records the outcome. Worker thread, no lock held. */
+static void inject(GstCacheTap *self, const Settings &s, const Item &item, const dw::Image &current,
+                   const dw::cache::CollapseState &state, const dw::cache::InjectionDecision &d) {
   GstCacheTapPrivate *priv = self->priv;
-  if (!s.injection || state.level == dw::cache::CollapseLevel::None) return;
-  if (priv->since_injection < s.injection_cooldown) {
-    GST_DEBUG_OBJECT(self, "collapse (%s) but in cooldown (%" G_GUINT64_FORMAT "/%u keyframes)",
-                     dw::cache::collapse_level_name(state.level), priv->since_injection, s.injection_cooldown);
-    return;
-  }
-  if (state.level == dw::cache::CollapseLevel::Mild && g_rand_double(priv->rand) >= s.mild_probability) return;
-
-  std::vector<dw::cache::Embedding> window(priv->detector.window().begin(), priv->detector.window().end());
-  std::optional<dw::cache::Pick> pick = priv->cache->pick_least_similar(window);
-  if (!pick || pick->similarity >= s.collapse_threshold) {
-    GST_INFO_OBJECT(self, "collapse (%s) but no cached keyframe is dissimilar enough (%zu entries)",
-                    state.reason.c_str(), priv->cache->size());
-    g_mutex_lock(&priv->lock);
-    priv->stats.no_candidate++;
-    g_mutex_unlock(&priv->lock);
-    return;
-  }
-  const dw::cache::Entry entry = priv->cache->store().entries()[pick->index];
-  dw::Image cached = priv->cache->store().load_image(pick->index);
+  const dw::cache::Pick &pick = *d.pick;
+  const dw::cache::Entry entry = priv->cache->store().entries()[pick.index];
+  dw::Image cached = priv->cache->store().load_image(pick.index);
   dw::Image blended = dw::cache::blend_for_injection(current, cached, s.injection_strength, priv->codec);
   GstCaps *caps = nullptr;
   GstBuffer *buf = buffer_from_image(blended, &caps);
-  const std::string reason = std::string("collapse-") + dw::cache::collapse_level_name(state.level) + ":" + state.reason;
-  GstEvent *event = dw_event_new_inject(buf, caps, reason.c_str(), pick->similarity);
+  GstEvent *event = dw_event_new_inject(buf, caps, d.reason.c_str(), pick.similarity);
   gst_buffer_unref(buf);
   gst_caps_unref(caps);
 
   GST_INFO_OBJECT(self, "injecting cached keyframe %s (similarity %.3f to the window; %s)", entry.id.c_str(),
-                  pick->similarity, reason.c_str());
+                  pick.similarity, d.reason.c_str());
   /* Upstream, from this thread, no lock held. */
   const gboolean handled = gst_pad_push_event(GST_BASE_TRANSFORM_SINK_PAD(self), event);
   g_mutex_lock(&priv->lock);
-  if (handled)
-    priv->stats.injections++;
-  else
-    priv->stats.injections_refused++;
+  (handled ? priv->stats.injections : priv->stats.injections_refused)++;
   g_mutex_unlock(&priv->lock);
   if (!handled) {
     GST_WARNING_OBJECT(self, "upstream did not handle the %s event", DW_EVENT_INJECT_NAME);
     return;
   }
-  priv->since_injection = 0;
+  priv->policy.on_injected();
   priv->detector.reset();
-  priv->cache->mark_injected(pick->index);
-  if (s.post_messages) {
-    post_element_message(
-        self, gst_structure_new("dreamwindow-injection", "reason", G_TYPE_STRING, reason.c_str(), "level",
-                                G_TYPE_STRING, dw::cache::collapse_level_name(state.level), "similarity", G_TYPE_DOUBLE,
-                                pick->similarity, "window-similarity", G_TYPE_DOUBLE, state.mean_similarity, "entry",
-                                G_TYPE_STRING, entry.id.c_str(), "entry-prompt", G_TYPE_STRING, entry.prompt.c_str(),
-                                "strength", G_TYPE_DOUBLE, s.injection_strength, "keyframe-index", G_TYPE_UINT64,
-                                item.keyframe_index, "running-time", G_TYPE_UINT64, item.running_time, nullptr));
+  priv->cache->mark_injected(pick.index);
+  if (!s.post_messages) return;
+  post_element_message(
+      self, gst_structure_new(DW_MSG_INJECTION_NAME, DW_MSG_INJECTION_REASON, G_TYPE_STRING, d.reason.c_str(),
+                              DW_MSG_INJECTION_LEVEL, G_TYPE_STRING, dw::cache::collapse_level_name(state.level),
+                              DW_MSG_INJECTION_SIMILARITY, G_TYPE_DOUBLE, pick.similarity,
+                              DW_MSG_INJECTION_WINDOW_SIMILARITY, G_TYPE_DOUBLE, state.mean_similarity,
+                              DW_MSG_INJECTION_ENTRY, G_TYPE_STRING, entry.id.c_str(), DW_MSG_INJECTION_ENTRY_PROMPT,
+                              G_TYPE_STRING, entry.prompt.c_str(), DW_MSG_INJECTION_STRENGTH, G_TYPE_DOUBLE,
+                              s.injection_strength, DW_MSG_INJECTION_KEYFRAME_INDEX, G_TYPE_UINT64,
+                              item.keyframe_index, DW_MSG_INJECTION_RUNNING_TIME, G_TYPE_UINT64, item.running_time,
+                              nullptr));
+}
+
+/* Asks dw::cache::InjectionPolicy whether to inject, and does. Worker thread, no lock held. */
+static void maybe_inject(GstCacheTap *self, const Settings &s, const Item &item, const dw::Image &current,
+                         const dw::cache::CollapseState &state) {
+  GstCacheTapPrivate *priv = self->priv;
+  const dw::cache::InjectionDecision d = priv->policy.decide(state, [priv]() {
+    std::vector<dw::cache::Embedding> window(priv->detector.window().begin(), priv->detector.window().end());
+    return priv->cache->pick_least_similar(window);
+  });
+  switch (d.verdict) {
+    case dw::cache::InjectionVerdict::Inject:
+      inject(self, s, item, current, state, d);
+      return;
+    case dw::cache::InjectionVerdict::NoCandidate:
+      GST_INFO_OBJECT(self, "collapse (%s) but no cached keyframe is dissimilar enough (%zu entries)",
+                      state.reason.c_str(), priv->cache->size());
+      g_mutex_lock(&priv->lock);
+      priv->stats.no_candidate++;
+      g_mutex_unlock(&priv->lock);
+      return;
+    case dw::cache::InjectionVerdict::NoCollapse:
+      return;
+    default:
+      GST_DEBUG_OBJECT(self, "collapse (%s) but no injection: %s", dw::cache::collapse_level_name(state.level),
+                       dw::cache::injection_verdict_name(d.verdict));
+      return;
   }
 }
 
@@ -509,13 +498,14 @@ static void run_monitor(GstCacheTap *self, const Settings &s) {
   if (s.post_messages) {
     std::string most = r.most_redundant >= 0 ? priv->cache->store().entries()[r.most_redundant].id : "";
     post_element_message(
-        self, gst_structure_new("dreamwindow-cache", "entries", G_TYPE_UINT, static_cast<guint>(r.entries),
-                                "diversity", G_TYPE_DOUBLE, r.diversity, "mean-similarity", G_TYPE_DOUBLE,
-                                r.mean_similarity, "clusters", G_TYPE_UINT, static_cast<guint>(r.clusters),
-                                "largest-cluster", G_TYPE_UINT, static_cast<guint>(r.largest_cluster), "max-redundancy",
-                                G_TYPE_DOUBLE, r.max_redundancy, "most-redundant", G_TYPE_STRING, most.c_str(),
-                                "diversity-threshold", G_TYPE_DOUBLE, priv->threshold, "running-time", G_TYPE_UINT64,
-                                priv->last_running_time, nullptr));
+        self, gst_structure_new(DW_MSG_CACHE_NAME, DW_MSG_CACHE_ENTRIES, G_TYPE_UINT, static_cast<guint>(r.entries),
+                                DW_MSG_CACHE_DIVERSITY, G_TYPE_DOUBLE, r.diversity, DW_MSG_CACHE_MEAN_SIMILARITY,
+                                G_TYPE_DOUBLE, r.mean_similarity, DW_MSG_CACHE_CLUSTERS, G_TYPE_UINT,
+                                static_cast<guint>(r.clusters), DW_MSG_CACHE_LARGEST_CLUSTER, G_TYPE_UINT,
+                                static_cast<guint>(r.largest_cluster), DW_MSG_CACHE_MAX_REDUNDANCY, G_TYPE_DOUBLE,
+                                r.max_redundancy, DW_MSG_CACHE_MOST_REDUNDANT, G_TYPE_STRING, most.c_str(),
+                                DW_MSG_CACHE_DIVERSITY_THRESHOLD, G_TYPE_DOUBLE, priv->threshold,
+                                DW_MSG_CACHE_RUNNING_TIME, G_TYPE_UINT64, priv->last_running_time, nullptr));
   }
 }
 
@@ -527,7 +517,9 @@ static void analyse(GstCacheTap *self, const Item &item) {
   apply_cache_config(priv, s);
 
   dw::Image image;
-  if (!image_from_item(item, &image)) throw std::runtime_error("cannot map the keyframe");
+  std::string error;
+  if (!dw_image_from_buffer(item.buffer, &item.info, &image, &error))
+    throw std::runtime_error("keyframe " + std::to_string(item.keyframe_index) + ": " + error);
   dw::cache::Embedding embedding = priv->embedder->embed(image);
   priv->last_running_time = item.running_time;
 
@@ -537,13 +529,12 @@ static void analyse(GstCacheTap *self, const Item &item) {
     /* Our own (or someone's) injection: the loop restarts from it; never re-added to the cache. */
     priv->detector.reset();
   } else {
-    dw::cache::Decision d = priv->cache->consider(image, embedding, upstream_prompt(self), item.keyframe_index);
+    dw::cache::Decision d = priv->cache->consider(image, embedding, item.prompt, item.keyframe_index);
     added = d.added;
     evicted = d.evicted;
     GST_CAT_DEBUG_OBJECT(cachetap_dataflow_debug, self,
                          "keyframe %" G_GUINT64_FORMAT ": mean/max similarity to cache %.3f/%.3f -> %s",
                          item.keyframe_index, d.mean_similarity, d.max_similarity, d.added ? "added" : "not added");
-    if (priv->since_injection != G_MAXUINT64) priv->since_injection++;
   }
   const dw::cache::CollapseState state = priv->detector.push(embedding);
 
@@ -637,42 +628,40 @@ static std::string default_cache_dir() {
   return dir;
 }
 
-static gboolean gst_cache_tap_start_impl(GstCacheTap *self) {
-  GstCacheTapPrivate *priv = self->priv;
-  Settings s = snapshot_settings(self);
-  if (s.cache_dir.empty()) s.cache_dir = default_cache_dir();
-
-  /* The shared VAE, when model files are given (same key as vaeinterp's -> the same instance). */
-  std::shared_ptr<dw::latent::SharedCodec> codec;
-  std::string model_id;
-  if (!s.encoder.empty() || !s.decoder.empty() || !s.model_dir.empty()) {
-    dw::latent::CodecConfig config;
-    config.encoder_path = s.encoder;
-    config.decoder_path = s.decoder;
-    config.model_dir = s.model_dir;
-    config.device = s.device;
-    try {
-      codec = dw::latent::ModelRegistry::acquire(config);
-      model_id = config.key();
-    } catch (const std::exception &e) {
-      GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Cannot load the model: %s", e.what()),
-                        ("encoder '%s', decoder '%s', model-dir '%s', device %s", s.encoder.c_str(),
-                         s.decoder.c_str(), s.model_dir.c_str(), s.device.c_str()));
-      return FALSE;
-    }
+/* The shared VAE, when model files are given (same key as vaeinterp's -> the same instance).
+ * False after posting an error. */
+static bool acquire_codec(GstCacheTap *self, const Settings &s, std::shared_ptr<dw::latent::SharedCodec> *codec,
+                          std::string *model_id) {
+  if (s.encoder.empty() && s.decoder.empty() && s.model_dir.empty()) return true;
+  dw::latent::CodecConfig config;
+  config.encoder_path = s.encoder;
+  config.decoder_path = s.decoder;
+  config.model_dir = s.model_dir;
+  config.device = s.device;
+  try {
+    *codec = dw::latent::ModelRegistry::acquire(config);
+    *model_id = config.key();
+  } catch (const std::exception &e) {
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Cannot load the model: %s", e.what()),
+                      ("encoder '%s', decoder '%s', model-dir '%s', device %s", s.encoder.c_str(),
+                       s.decoder.c_str(), s.model_dir.c_str(), s.device.c_str()));
+    return false;
   }
-  auto embedder = std::make_unique<dw::cache::Embedder>(codec, EMBED_GRID, EMBED_MAX_SIDE, model_id);
+  return true;
+}
 
+/* Opens (warm start) or creates the cache in s.cache_dir. NULL after posting an error. */
+static std::unique_ptr<dw::cache::KeyframeCache> open_cache(GstCacheTap *self, const Settings &s,
+                                                            const dw::cache::Embedder *emb) {
   dw::cache::LoadReport report;
   std::unique_ptr<dw::cache::Store> store;
-  const dw::cache::Embedder *emb = embedder.get();
   try {
-    store = std::make_unique<dw::cache::Store>(s.cache_dir, embedder->signature(),
+    store = std::make_unique<dw::cache::Store>(s.cache_dir, emb->signature(),
                                                [emb](const dw::Image &img) { return emb->embed(img); }, &report);
   } catch (const std::exception &e) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE, ("Cannot use cache-dir '%s'", s.cache_dir.c_str()),
                       ("%s", e.what()));
-    return FALSE;
+    return nullptr;
   }
   if (report.index_corrupt)
     GST_ELEMENT_WARNING(self, RESOURCE, READ,
@@ -683,21 +672,25 @@ static gboolean gst_cache_tap_start_impl(GstCacheTap *self) {
                   "cache '%s': %zu entries (%zu from the index, %zu adopted, %zu re-embedded, %zu missing, %zu "
                   "unreadable); embedding %s",
                   s.cache_dir.c_str(), store->size(), report.loaded, report.adopted, report.reembedded, report.missing,
-                  report.unreadable, embedder->signature().c_str());
-
-  dw::cache::CacheConfig cfg;
-  cfg.max_entries = s.max_entries;
-  cfg.eviction = s.eviction == GST_CACHE_TAP_EVICTION_LRU ? dw::cache::Eviction::Lru : dw::cache::Eviction::Redundancy;
-  cfg.acceptance =
-      s.acceptance == GST_CACHE_TAP_ACCEPTANCE_MAX ? dw::cache::Acceptance::Max : dw::cache::Acceptance::Average;
-  cfg.diversity_threshold = s.diversity_threshold;
-  std::unique_ptr<dw::cache::KeyframeCache> cache;
+                  report.unreadable, emb->signature().c_str());
   try {
-    cache = std::make_unique<dw::cache::KeyframeCache>(std::move(store), cfg);
+    return std::make_unique<dw::cache::KeyframeCache>(std::move(store), cache_config(s, s.diversity_threshold));
   } catch (const std::exception &e) {
     GST_ELEMENT_ERROR(self, RESOURCE, WRITE, ("Cannot use cache-dir '%s'", s.cache_dir.c_str()), ("%s", e.what()));
-    return FALSE;
+    return nullptr;
   }
+}
+
+static gboolean gst_cache_tap_start_impl(GstCacheTap *self) {
+  GstCacheTapPrivate *priv = self->priv;
+  Settings s = snapshot_settings(self);
+  if (s.cache_dir.empty()) s.cache_dir = default_cache_dir();
+  std::shared_ptr<dw::latent::SharedCodec> codec;
+  std::string model_id;
+  if (!acquire_codec(self, s, &codec, &model_id)) return FALSE;
+  auto embedder = std::make_unique<dw::cache::Embedder>(codec, EMBED_GRID, EMBED_MAX_SIDE, model_id);
+  std::unique_ptr<dw::cache::KeyframeCache> cache = open_cache(self, s, embedder.get());
+  if (!cache) return FALSE;
 
   dw::cache::CollapseConfig cc;
   cc.window = s.collapse_window;
@@ -706,13 +699,11 @@ static gboolean gst_cache_tap_start_impl(GstCacheTap *self) {
   priv->codec = std::move(codec);
   priv->embedder = std::move(embedder);
   priv->cache = std::move(cache);
-  priv->since_injection = G_MAXUINT64;
   priv->since_monitor = 0;
   priv->monitor_due = false;
   priv->threshold = priv->configured_threshold = s.diversity_threshold;
   priv->last_running_time = GST_CLOCK_TIME_NONE;
-  if (priv->rand) g_rand_free(priv->rand);
-  priv->rand = g_rand_new_with_seed(0x5eedca7e);
+  priv->policy.reset();
 
   g_mutex_lock(&priv->lock);
   priv->stats = Stats();
@@ -769,18 +760,23 @@ static GstStructure *build_stats(GstCacheTap *self) {
   g_mutex_unlock(&priv->lock);
   const GstClockTime mean = st.analysed ? st.analysis_time_total / st.analysed : GST_CLOCK_TIME_NONE;
   return gst_structure_new(
-      "application/x-cachetap-stats", "keyframes", G_TYPE_UINT64, st.keyframes, "analysed", G_TYPE_UINT64, st.analysed,
-      "analyses-skipped", G_TYPE_UINT64, st.skipped, "queued", G_TYPE_UINT, queued, "added", G_TYPE_UINT64, st.added,
-      "rejected", G_TYPE_UINT64, st.rejected, "evicted", G_TYPE_UINT64, st.evicted, "entries", G_TYPE_UINT, st.entries,
-      "warm-entries", G_TYPE_UINT, st.warm_entries, "injections", G_TYPE_UINT64, st.injections, "injections-refused",
-      G_TYPE_UINT64, st.injections_refused, "no-candidate", G_TYPE_UINT64, st.no_candidate, "collapses-mild",
-      G_TYPE_UINT64, st.collapses_mild, "collapses-severe", G_TYPE_UINT64, st.collapses_severe, "collapse-level",
-      G_TYPE_STRING, st.level.c_str(), "collapse-reason", G_TYPE_STRING, st.reason.c_str(), "last-similarity",
-      G_TYPE_DOUBLE, st.last_similarity, "window-similarity", G_TYPE_DOUBLE, st.window_similarity, "diversity",
-      G_TYPE_DOUBLE, st.diversity, "clusters", G_TYPE_UINT, st.clusters, "max-redundancy", G_TYPE_DOUBLE,
-      st.max_redundancy, "diversity-threshold", G_TYPE_DOUBLE, st.diversity_threshold, "monitor-runs", G_TYPE_UINT64,
-      st.monitor_runs, "errors", G_TYPE_UINT64, st.errors, "mean-analysis-time", G_TYPE_UINT64, mean,
-      "max-analysis-time", G_TYPE_UINT64, st.analysis_time_max, "embedding", G_TYPE_STRING, st.embedding.c_str(),
+      DW_STATS_CACHETAP_NAME, DW_STATS_CACHETAP_KEYFRAMES, G_TYPE_UINT64, st.keyframes, DW_STATS_CACHETAP_ANALYSED,
+      G_TYPE_UINT64, st.analysed, DW_STATS_CACHETAP_ANALYSES_SKIPPED, G_TYPE_UINT64, st.skipped,
+      DW_STATS_CACHETAP_QUEUED, G_TYPE_UINT, queued, DW_STATS_CACHETAP_ADDED, G_TYPE_UINT64, st.added,
+      DW_STATS_CACHETAP_REJECTED, G_TYPE_UINT64, st.rejected, DW_STATS_CACHETAP_EVICTED, G_TYPE_UINT64, st.evicted,
+      DW_STATS_CACHETAP_ENTRIES, G_TYPE_UINT, st.entries, DW_STATS_CACHETAP_WARM_ENTRIES, G_TYPE_UINT,
+      st.warm_entries, DW_STATS_CACHETAP_INJECTIONS, G_TYPE_UINT64, st.injections,
+      DW_STATS_CACHETAP_INJECTIONS_REFUSED, G_TYPE_UINT64, st.injections_refused, DW_STATS_CACHETAP_NO_CANDIDATE,
+      G_TYPE_UINT64, st.no_candidate, DW_STATS_CACHETAP_COLLAPSES_MILD, G_TYPE_UINT64, st.collapses_mild,
+      DW_STATS_CACHETAP_COLLAPSES_SEVERE, G_TYPE_UINT64, st.collapses_severe, DW_STATS_CACHETAP_COLLAPSE_LEVEL,
+      G_TYPE_STRING, st.level.c_str(), DW_STATS_CACHETAP_COLLAPSE_REASON, G_TYPE_STRING, st.reason.c_str(),
+      DW_STATS_CACHETAP_LAST_SIMILARITY, G_TYPE_DOUBLE, st.last_similarity, DW_STATS_CACHETAP_WINDOW_SIMILARITY,
+      G_TYPE_DOUBLE, st.window_similarity, DW_STATS_CACHETAP_DIVERSITY, G_TYPE_DOUBLE, st.diversity,
+      DW_STATS_CACHETAP_CLUSTERS, G_TYPE_UINT, st.clusters, DW_STATS_CACHETAP_MAX_REDUNDANCY, G_TYPE_DOUBLE,
+      st.max_redundancy, DW_STATS_CACHETAP_DIVERSITY_THRESHOLD, G_TYPE_DOUBLE, st.diversity_threshold,
+      DW_STATS_CACHETAP_MONITOR_RUNS, G_TYPE_UINT64, st.monitor_runs, DW_STATS_CACHETAP_ERRORS, G_TYPE_UINT64,
+      st.errors, DW_STATS_CACHETAP_MEAN_ANALYSIS_TIME, G_TYPE_UINT64, mean, DW_STATS_CACHETAP_MAX_ANALYSIS_TIME,
+      G_TYPE_UINT64, st.analysis_time_max, DW_STATS_CACHETAP_EMBEDDING, G_TYPE_STRING, st.embedding.c_str(),
       nullptr);
 }
 
@@ -858,7 +854,6 @@ static void gst_cache_tap_finalize(GObject *object) {
   auto *self = GST_CACHE_TAP(object);
   GstCacheTapPrivate *priv = self->priv;
   clear_queue(priv->queue);
-  if (priv->rand) g_rand_free(priv->rand);
   g_mutex_clear(&priv->lock);
   g_cond_clear(&priv->cond);
   delete priv;
@@ -874,19 +869,11 @@ static void gst_cache_tap_init(GstCacheTap *self) {
   gst_base_transform_set_in_place(GST_BASE_TRANSFORM(self), TRUE);
 }
 
-static void gst_cache_tap_class_init(GstCacheTapClass *klass) {
-  GObjectClass *gobject_class = G_OBJECT_CLASS(klass);
-  GstElementClass *element_class = GST_ELEMENT_CLASS(klass);
-  GstBaseTransformClass *trans_class = GST_BASE_TRANSFORM_CLASS(klass);
-
-  gobject_class->set_property = gst_cache_tap_set_property;
-  gobject_class->get_property = gst_cache_tap_get_property;
-  gobject_class->finalize = gst_cache_tap_finalize;
-
+/* Cache properties. */
+static void install_cache_properties(GObjectClass *gobject_class) {
   const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
   const GParamFlags rw_ready = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_READY);
   const GParamFlags rw_playing = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
-
   /**
    * GstCacheTap:cache-dir:
    * Directory of the cache: PNG images plus index.json. Created if missing; an existing cache is
@@ -929,6 +916,12 @@ static void gst_cache_tap_class_init(GstCacheTapClass *klass) {
                           "cluster linkage threshold (1 = add everything, 0 = add nothing once the "
                           "cache has an entry; near-duplicates are never added)",
                           0.0, 1.0, DEFAULT_DIVERSITY_THRESHOLD, rw_playing));
+}
+
+/* Collapse and injection properties. */
+static void install_injection_properties(GObjectClass *gobject_class) {
+  const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
+  const GParamFlags rw_playing = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
   /**
    * GstCacheTap:collapse-window:
    * Keyframes looked at by the collapse detector.
@@ -980,6 +973,12 @@ static void gst_cache_tap_class_init(GstCacheTapClass *klass) {
       g_param_spec_double("mild-probability", "Mild collapse probability",
                           "Probability of injecting when the collapse is mild (severe: always)", 0.0, 1.0,
                           DEFAULT_MILD_PROBABILITY, rw_playing));
+}
+
+/* Monitor properties. */
+static void install_monitor_properties(GObjectClass *gobject_class) {
+  const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
+  const GParamFlags rw_playing = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
   /**
    * GstCacheTap:monitor-interval:
    * Keyframes between two background monitor passes (dreamwindow-cache message).
@@ -1007,6 +1006,13 @@ static void gst_cache_tap_class_init(GstCacheTapClass *klass) {
       g_param_spec_double("target-diversity-max", "Target diversity (max)",
                           "Upper edge of the internal-diversity band kept by adaptive-thresholds", 0.0, 2.0,
                           DEFAULT_TARGET_DIVERSITY_MAX, rw_playing));
+}
+
+/* Model, queue and reporting properties. */
+static void install_other_properties(GObjectClass *gobject_class) {
+  const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
+  const GParamFlags rw_ready = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_READY);
+  const GParamFlags rw_playing = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
   /**
    * GstCacheTap:max-queue:
    * Keyframes waiting for analysis; when full the oldest waiting one is skipped (counted), the
@@ -1058,6 +1064,21 @@ static void gst_cache_tap_class_init(GstCacheTapClass *klass) {
                          "window-similarity, diversity, clusters, max-redundancy, diversity-threshold, monitor-runs, "
                          "errors, mean-analysis-time and max-analysis-time (ns), embedding",
                          GST_TYPE_STRUCTURE, static_cast<GParamFlags>(G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
+}
+
+static void gst_cache_tap_class_init(GstCacheTapClass *klass) {
+  GObjectClass *gobject_class = G_OBJECT_CLASS(klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS(klass);
+  GstBaseTransformClass *trans_class = GST_BASE_TRANSFORM_CLASS(klass);
+
+  gobject_class->set_property = gst_cache_tap_set_property;
+  gobject_class->get_property = gst_cache_tap_get_property;
+  gobject_class->finalize = gst_cache_tap_finalize;
+
+  install_cache_properties(gobject_class);
+  install_injection_properties(gobject_class);
+  install_monitor_properties(gobject_class);
+  install_other_properties(gobject_class);
 
   gst_element_class_add_static_pad_template(element_class, &sink_template);
   gst_element_class_add_static_pad_template(element_class, &src_template);

@@ -1,14 +1,27 @@
 /* comfykeyframesrc
  *
- * A live source whose buffers are keyframes made by a ComfyUI server, each one from the previous
- * keyframe (img2img feedback loop).
+ * A live source whose buffers are keyframes made by ComfyUI servers, each one from a previous
+ * keyframe (img2img feedback loop). `server` may list several servers: a backend pool.
+ *
+ * This file is glue: properties, the client thread, libsoup clients, messages and buffers. It
+ * delegates every decision to lib/:
+ *  - lib/comfy/scheduler.h (dw::comfy::Scheduler): admission and backpressure, prompt/seed per job,
+ *    which backend runs each job, retries (all paced by dw::comfy::Backoff), outages and max-outage,
+ *    re-uploads of its own copy of the newest keyframe, injection resets, discontinuities;
+ *  - lib/comfy/client.h: one dw::comfy::Client per backend (HTTP, websocket, health);
+ *  - lib/comfy/url.h: the server list; lib/comfy/sourcesetup.h: bindings, the bootstrap image;
+ *  - gst/dwframe.h: GstBuffer <-> dw::Image; gst/dwmeta.h: the keyframe facts on each buffer;
+ *    gst/dwstats.h: stats and message field names.
  *
  * Threads (see docs/architecture.md):
- *  - the client thread runs its own GMainContext; the dw::comfy::Client (libsoup) lives there. Job
- *    futures complete there, and the moment keyframe N lands the job for N+1 is submitted from
- *    there, before N is handed to the streaming thread, so ComfyUI works on N+1 while N travels
- *    downstream.
+ *  - the client thread runs its own GMainContext; the clients and the scheduler live there (libsoup 3
+ *    objects stay on the thread whose context made them). Job futures complete there, and the moment
+ *    keyframe N lands the next job is submitted from there, before N is handed to the streaming
+ *    thread, so ComfyUI works on N+1 while N travels downstream. Other threads reach it only through
+ *    g_main_context_invoke.
  *  - the streaming thread (create()) only waits for the next finished keyframe.
+ * Lock rule: `lock` guards what both threads share (ready queue, fatal error, stats copy); every
+ * function takes it briefly itself and nothing is posted, emitted or submitted while holding it.
  *
  * Example:
  *   gst-launch-1.0 comfykeyframesrc server=http://127.0.0.1:8188 num-keyframes=10 ! videoconvert ! autovideosink
@@ -23,18 +36,20 @@
 #include <gst/video/video.h>
 
 #include <algorithm>
-#include <cmath>
 #include <deque>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "comfy/backoff.h"
 #include "comfy/client.h"
+#include "comfy/scheduler.h"
+#include "comfy/sourcesetup.h"
+#include "comfy/url.h"
 #include "comfy/workflow.h"
 #include "dwevents.h"
+#include "dwframe.h"
 #include "dwmeta.h"
+#include "dwstats.h"
 #include "gstdreamwindowelements.h"
 #include "image/image.h"
 
@@ -43,6 +58,9 @@ GST_DEBUG_CATEGORY_STATIC(comfykeyframesrc_debug);
 
 using dw::comfy::Error;
 using dw::comfy::ErrorKind;
+using dw::comfy::Failure;
+using dw::comfy::Health;
+using dw::comfy::health_name;
 
 #define DEFAULT_SERVER "http://127.0.0.1:8188"
 #define DEFAULT_PROMPT "a dreamlike landscape, soft light, highly detailed"
@@ -62,6 +80,7 @@ using dw::comfy::ErrorKind;
 #define DEFAULT_EXECUTE_TIMEOUT 300000
 #define DEFAULT_DOWNLOAD_TIMEOUT 30000
 #define DEFAULT_MAX_RETRIES 3
+#define DEFAULT_MAX_OUTAGE 0
 #define DEFAULT_SIZE_MISMATCH GST_COMFY_SIZE_MISMATCH_SCALE
 #define DEFAULT_USE_WEBSOCKET TRUE
 #define DEFAULT_POST_MESSAGES TRUE
@@ -95,6 +114,7 @@ enum {
   PROP_EXECUTE_TIMEOUT,
   PROP_DOWNLOAD_TIMEOUT,
   PROP_MAX_RETRIES,
+  PROP_MAX_OUTAGE,
   PROP_SIZE_MISMATCH,
   PROP_USE_WEBSOCKET,
   PROP_POST_MESSAGES,
@@ -153,54 +173,31 @@ struct Settings {
   guint execute_timeout = DEFAULT_EXECUTE_TIMEOUT;
   guint download_timeout = DEFAULT_DOWNLOAD_TIMEOUT;
   guint max_retries = DEFAULT_MAX_RETRIES;
+  guint max_outage = DEFAULT_MAX_OUTAGE;
   GstComfySizeMismatch size_mismatch = DEFAULT_SIZE_MISMATCH;
   gboolean use_websocket = DEFAULT_USE_WEBSOCKET;
   gboolean post_messages = DEFAULT_POST_MESSAGES;
 };
 
-/* A finished keyframe waiting for the streaming thread. */
+/* A finished keyframe waiting for the streaming thread, with the facts that travel with it. */
 struct Keyframe {
   dw::Image image;  // already at width x height
   bool injected = false;
-  std::string reason;
-  std::string prompt;
-  gint64 seed = 0;
+  bool discont = false;
+  std::string reason, prompt, server;
+  gint64 seed = -1;
+  gint64 parent = -1;  // keyframe index it was made from (-1: seed image, or injected)
   GstClockTime generation_time = GST_CLOCK_TIME_NONE;
   GstClockTime available_running_time = GST_CLOCK_TIME_NONE;
 };
 
-/* What the next job starts from. */
-struct JobInput {
-  std::string server_value;       // LoadImage value of a server-side image ("x.png [output]")
-  std::vector<uint8_t> png;       // otherwise: bytes to upload
-  bool valid() const { return !server_value.empty() || !png.empty(); }
-};
-
-/* One job the client is working on. */
-struct InFlight {
-  guint64 job_index = 0;
-  JobInput input;        // kept for retries
-  std::string prompt;
-  gint64 seed = 0;
-  gdouble denoise = 0;
-  guint attempt = 0;
-  bool bootstrap = false;
-};
-
+/* What the client thread publishes for the stats property. */
 struct Stats {
   guint64 keyframes = 0;
-  guint64 jobs_queued = 0;
-  guint64 jobs_succeeded = 0;
-  guint64 jobs_failed = 0;
-  guint64 jobs_retried = 0;
-  guint64 jobs_discarded = 0;  // results of jobs made stale by an injection
-  guint64 injections = 0;
-  GstClockTime last_generation_time = GST_CLOCK_TIME_NONE;
-  GstClockTime total_generation_time = 0;
   GstClockTime server_wait_time = 0;  // time create() spent waiting for a keyframe
-  guint in_flight = 0;
-  guint64 reconnects = 0;
-  gboolean connected = FALSE;
+  dw::comfy::SchedulerStats sched;
+  std::vector<dw::comfy::BackendStats> backends;
+  std::vector<dw::comfy::ClientStats> clients;
 };
 
 }  // namespace
@@ -224,22 +221,17 @@ struct GstComfyKeyframeSrcPrivate {
 
   /* Fixed while running (set in start()). */
   std::unique_ptr<dw::comfy::Workflow> workflow;
-  dw::Image seed_image;
-  std::vector<uint8_t> seed_png;
+  std::vector<dw::comfy::ServerUrl> servers;
+  std::vector<uint8_t> first_png;  // seed-image, or the generated bootstrap image
+  bool bootstrap = false;
+  std::string upload_prefix;
   GThread *client_thread = nullptr;
   GMainLoop *client_loop = nullptr;
 
   /* Client thread only. */
-  std::unique_ptr<dw::comfy::Client> client;
-  std::map<std::string, InFlight> in_flight;  // by prompt_id
-  JobInput next_input;                         // input of the next job to submit
-  guint64 jobs_started = 0;                    // job indexes handed out (retries keep theirs)
-  guint retry_source = 0;
-  std::deque<InFlight> retry_queue;
-  dw::comfy::Backoff unreachable_backoff{250, 10000, 0.5, 0};
-  guint unreachable_streak = 0;
-  guint upload_slot = 0;
-  std::string upload_prefix;
+  std::vector<std::unique_ptr<dw::comfy::Client>> clients;  // one per backend, same order as servers
+  std::unique_ptr<dw::comfy::Scheduler> scheduler;
+  guint timer_source = 0;
 
   /* Streaming thread only. */
   GstVideoInfo info;
@@ -265,7 +257,7 @@ static GstStaticPadTemplate src_template =
                                             "framerate = (fraction) 0/1"));
 
 /* ------------------------------------------------------------------------------------------------ */
-/* Helpers                                                                                          */
+/* Helpers (any thread; each takes the lock it needs itself)                                         */
 
 static Settings settings_snapshot(GstComfyKeyframeSrc *self) {
   GST_OBJECT_LOCK(self);
@@ -300,280 +292,216 @@ static void set_fatal(GstComfyKeyframeSrc *self, GQuark domain, gint code, const
   g_mutex_unlock(&priv->lock);
 }
 
-static bool parse_bindings(const std::string &text, dw::comfy::BindingOverrides *out, std::string *error) {
-  gchar **items = g_strsplit_set(text.c_str(), ",;", -1);
-  bool ok = true;
-  for (gchar **it = items; it && *it; ++it) {
-    gchar *item = g_strstrip(*it);
-    if (!*item) continue;
-    gchar *eq = strchr(item, '=');
-    if (!eq) {
-      *error = std::string("binding '") + item + "' is not of the form param=node_id.input";
-      ok = false;
-      break;
-    }
-    std::string key(item, eq - item), path(g_strstrip(eq + 1));
-    key = g_strstrip(key.data());
-    std::optional<dw::comfy::Param> param = dw::comfy::param_from_name(key);
-    if (param) {
-      (*out)[*param] = path;
-    } else {
-      *error = "unknown binding parameter '" + key +
-               "' (expected image, prompt, negative-prompt, seed, denoise, steps or cfg)";
-      ok = false;
-      break;
-    }
+/* The exception boundary of every GLib/libsoup callback: nothing escapes into C. */
+template <typename F>
+static void guarded(GstComfyKeyframeSrc *self, const char *what, F &&fn) {
+  try {
+    fn();
+  } catch (const std::exception &e) {
+    set_fatal(self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, what, e.what());
   }
-  g_strfreev(items);
-  return ok;
 }
 
-/* A grey-blue gradient with seeded noise: the first job's input when no seed-image is given. It is
- * sent with denoise 1.0, which turns an img2img workflow into a txt2img one. */
-static dw::Image make_bootstrap_image(int width, int height, guint64 seed) {
-  dw::Image img(width, height, 3);
-  GRand *rand = g_rand_new_with_seed(static_cast<guint32>(seed ^ (seed >> 32)));
-  for (int y = 0; y < height; ++y) {
-    uint8_t *row = img.row(y);
-    for (int x = 0; x < width; ++x) {
-      int n = g_rand_int_range(rand, -24, 25);
-      row[3 * x + 0] = static_cast<uint8_t>(CLAMP(90 + 60 * y / height + n, 0, 255));
-      row[3 * x + 1] = static_cast<uint8_t>(CLAMP(110 + 40 * x / width + n, 0, 255));
-      row[3 * x + 2] = static_cast<uint8_t>(CLAMP(160 - 50 * y / height + n, 0, 255));
-    }
-  }
-  g_rand_free(rand);
-  return img;
+static dw::comfy::LoopParams loop_params(const Settings &s) {
+  dw::comfy::LoopParams p;
+  p.prompt = s.prompt;
+  p.prompts = s.prompts;
+  p.prompt_interval = s.prompt_interval;
+  p.seed = s.seed;
+  p.seed_mode = static_cast<dw::comfy::SeedMode>(s.seed_mode);
+  p.denoise = s.denoise;
+  p.max_in_flight = s.max_in_flight;
+  p.num_keyframes = s.num_keyframes;
+  p.max_retries = s.max_retries;
+  p.max_outage_s = s.max_outage;
+  return p;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Client thread                                                                                    */
 
-static void schedule_jobs(GstComfyKeyframeSrc *self, size_t extra_ready = 0);
-static void submit_job(GstComfyKeyframeSrc *self, InFlight job);
+static void drive(GstComfyKeyframeSrc *self, size_t extra_ready = 0);
 
-static std::string pick_prompt(const Settings &s, guint64 job_index) {
-  if (!s.prompts.empty()) {
-    guint interval = MAX(1u, s.prompt_interval);
-    return s.prompts[(job_index / interval) % s.prompts.size()];
-  }
-  return s.prompt;
+static bool is_fatal(GstComfyKeyframeSrc *self) {
+  g_mutex_lock(&self->priv->lock);
+  bool fatal = self->priv->fatal;
+  g_mutex_unlock(&self->priv->lock);
+  return fatal;
 }
 
-static gint64 pick_seed(const Settings &s, guint64 job_index) {
-  switch (s.seed_mode) {
-    case GST_COMFY_SEED_MODE_FIXED: return s.seed;
-    case GST_COMFY_SEED_MODE_INCREMENT: return (s.seed + static_cast<gint64>(job_index)) & G_MAXINT64;
-    case GST_COMFY_SEED_MODE_RANDOM:
-    default: return static_cast<gint64>(((guint64)g_random_int() << 31) ^ g_random_int()) & G_MAXINT64;
-  }
-}
-
-/* Jobs allowed now: at most max-in-flight outstanding, and no more than one finished keyframe
- * waiting beyond that, so a slow downstream throttles generation instead of piling up keyframes. */
-static void schedule_jobs(GstComfyKeyframeSrc *self, size_t extra_ready) {
+static void publish_stats(GstComfyKeyframeSrc *self) {
   GstComfyKeyframeSrcPrivate *priv = self->priv;
-  if (!priv->client) return;
-  Settings s = settings_snapshot(self);
-
-  while (true) {
-    g_mutex_lock(&priv->lock);
-    bool stop = priv->fatal;
-    size_t ready = priv->ready.size() + extra_ready;
-    guint64 pushed = priv->pushed;
-    g_mutex_unlock(&priv->lock);
-    if (stop) return;
-
-    size_t outstanding = priv->in_flight.size() + priv->retry_queue.size() + (priv->retry_source ? 1 : 0);
-    if (outstanding >= s.max_in_flight) return;
-    if (outstanding + ready > s.max_in_flight) return;
-    if (s.num_keyframes >= 0 &&
-        pushed + ready + outstanding >= static_cast<guint64>(s.num_keyframes))
-      return;
-    if (!priv->next_input.valid()) return;
-
-    InFlight job;
-    job.job_index = priv->jobs_started++;
-    job.input = priv->next_input;
-    job.prompt = pick_prompt(s, job.job_index);
-    job.seed = pick_seed(s, job.job_index);
-    job.denoise = s.denoise;
-    if (job.job_index == 0 && priv->seed_image.empty()) {
-      job.bootstrap = true;
-      job.denoise = 1.0;
-    }
-    submit_job(self, std::move(job));
-  }
+  std::vector<dw::comfy::ClientStats> clients;
+  for (const auto &c : priv->clients) clients.push_back(c->stats());
+  dw::comfy::SchedulerStats sched = priv->scheduler->stats();
+  std::vector<dw::comfy::BackendStats> backends = priv->scheduler->backend_stats();
+  g_mutex_lock(&priv->lock);
+  priv->stats.sched = sched;
+  priv->stats.backends = std::move(backends);
+  priv->stats.clients = std::move(clients);
+  g_mutex_unlock(&priv->lock);
 }
 
-static void on_job_done(GstComfyKeyframeSrc *self, const std::string &prompt_id, dw::comfy::JobResult &&result);
-static void on_job_error(GstComfyKeyframeSrc *self, const std::string &prompt_id, const Error &error);
-
-static void submit_job(GstComfyKeyframeSrc *self, InFlight job) {
+/* A keyframe for the streaming thread. */
+static void hand_over(GstComfyKeyframeSrc *self, Keyframe kf) {
   GstComfyKeyframeSrcPrivate *priv = self->priv;
-  Settings s = settings_snapshot(self);
+  g_mutex_lock(&priv->lock);
+  priv->ready.push_back(std::move(kf));
+  g_cond_broadcast(&priv->cond);
+  g_mutex_unlock(&priv->lock);
+}
 
-  dw::comfy::JobParams params;
-  params.prompt = job.prompt;
-  params.negative_prompt = s.negative_prompt;
-  params.seed = job.seed;
-  params.denoise = job.denoise;
-  if (s.steps >= 0) params.steps = s.steps;
-  if (s.cfg >= 0) params.cfg = s.cfg;
+static void on_job_done(GstComfyKeyframeSrc *self, guint64 ticket, size_t backend, dw::comfy::JobResult &&result);
+static void on_job_error(GstComfyKeyframeSrc *self, guint64 ticket, const Error &error);
 
-  dw::comfy::JobSpec spec;
-  if (!job.input.server_value.empty()) {
-    spec.input_value = job.input.server_value;
-  } else {
-    spec.upload_png = job.input.png;
-    /* Rotating names, overwritten: the input directory does not grow, and a name is never reused
-     * while a queued job may still read it. */
-    spec.upload_name = priv->upload_prefix + std::to_string(priv->upload_slot++ % (s.max_in_flight + 2)) + ".png";
-  }
-  const dw::comfy::Workflow *workflow = priv->workflow.get();
-  spec.build_prompt = [workflow, params](const std::string &image_value) mutable {
-    params.image = image_value;
-    return workflow->build(params);
-  };
-  spec.output_nodes = workflow->output_nodes();
+static void submit_plan(GstComfyKeyframeSrc *self, const Settings &s, dw::comfy::JobPlan plan) {
+  GstComfyKeyframeSrcPrivate *priv = self->priv;
+  dw::comfy::JobParams base;
+  base.negative_prompt = s.negative_prompt;
+  if (s.steps >= 0) base.steps = s.steps;
+  if (s.cfg >= 0) base.cfg = s.cfg;
+  dw::comfy::JobSpec spec = dw::comfy::make_job_spec(plan, priv->workflow.get(), base);
 
   dw::comfy::JobCallbacks callbacks;
-  auto id = std::make_shared<std::string>();
-  /* These run from libsoup's C callbacks: nothing may escape. */
-  callbacks.on_done = [self, id](dw::comfy::JobResult &&r) {
-    try {
-      on_job_done(self, *id, std::move(r));
-    } catch (const std::exception &e) {
-      set_fatal(self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Failed to process a keyframe", e.what());
-    }
+  guint64 ticket = plan.ticket;
+  size_t backend = plan.backend;
+  callbacks.on_done = [self, ticket, backend](dw::comfy::JobResult &&r) {
+    guarded(self, "Failed to process a keyframe", [&] { on_job_done(self, ticket, backend, std::move(r)); });
   };
-  callbacks.on_error = [self, id](const Error &e) {
-    try {
-      on_job_error(self, *id, e);
-    } catch (const std::exception &ex) {
-      set_fatal(self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Failed to handle a job error", ex.what());
-    }
+  callbacks.on_error = [self, ticket](const Error &e) {
+    guarded(self, "Failed to handle a job error", [&] { on_job_error(self, ticket, e); });
   };
   callbacks.on_progress = [self](const dw::comfy::Progress &p) {
     GST_LOG_OBJECT(self, "progress %s node %s %.0f/%.0f", p.prompt_id.c_str(), p.node.c_str(), p.value, p.max);
   };
-
-  *id = priv->client->submit(std::move(spec), std::move(callbacks));
-  GST_DEBUG_OBJECT(self, "job %" G_GUINT64_FORMAT " (attempt %u) queued as %s, prompt '%s', seed %" G_GINT64_FORMAT
-                   ", denoise %.2f",
-                   job.job_index, job.attempt, id->c_str(), job.prompt.c_str(), job.seed, job.denoise);
-  priv->in_flight.emplace(*id, std::move(job));
-
-  g_mutex_lock(&priv->lock);
-  priv->stats.jobs_queued++;
-  priv->stats.in_flight = priv->in_flight.size();
-  g_mutex_unlock(&priv->lock);
+  std::string id = priv->clients[backend]->submit(std::move(spec), std::move(callbacks));
+  priv->scheduler->started(ticket, id);
+  GST_DEBUG_OBJECT(self, "job %" G_GUINT64_FORMAT " (attempt %u) on %s as %s, prompt '%s', seed %" G_GINT64_FORMAT
+                   ", denoise %.2f, input %s",
+                   plan.job_index, plan.attempt, priv->servers[backend].base().c_str(), id.c_str(),
+                   plan.prompt.c_str(), plan.seed, plan.denoise,
+                   plan.input_value.empty() ? plan.upload_name.c_str() : plan.input_value.c_str());
 }
 
-static gboolean retry_timeout_cb(gpointer data) {
-  auto *self = GST_COMFY_KEYFRAME_SRC(data);
+static void post_notice(GstComfyKeyframeSrc *self, const dw::comfy::Notice &n) {
+  const std::string server = self->priv->servers[n.backend].base();
+  const char *event = n.health == Health::Ok ? "recovered" : n.health == Health::Degraded ? "degraded" : "down";
+  if (n.health == Health::Unreachable)
+    GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ,
+                        ("ComfyUI server %s is unreachable (not reachable); retrying", server.c_str()),
+                        ("%s", n.message.c_str()));
+  else if (n.health == Health::Unresponsive)
+    GST_ELEMENT_WARNING(self, RESOURCE, READ,
+                        ("ComfyUI server %s is unresponsive (connects but does not answer); retrying", server.c_str()),
+                        ("%s", n.message.c_str()));
+  else if (n.health == Health::Degraded)
+    GST_ELEMENT_WARNING(self, RESOURCE, READ,
+                        ("ComfyUI server %s: websocket silent, following jobs by polling", server.c_str()),
+                        ("%s", n.message.c_str()));
+  else
+    GST_INFO_OBJECT(self, "ComfyUI server %s is back after %.1f s", server.c_str(), n.down_us / 1e6);
+  GstStructure *st = gst_structure_new(DW_MSG_BACKEND_NAME, DW_MSG_BACKEND_SERVER, G_TYPE_STRING, server.c_str(),
+                                       DW_MSG_BACKEND_INDEX, G_TYPE_UINT, static_cast<guint>(n.backend),
+                                       DW_MSG_BACKEND_EVENT, G_TYPE_STRING, event, DW_MSG_BACKEND_HEALTH,
+                                       G_TYPE_STRING, health_name(n.health), DW_MSG_BACKEND_MESSAGE, G_TYPE_STRING,
+                                       n.message.c_str(), DW_MSG_BACKEND_DOWN_TIME, G_TYPE_UINT64,
+                                       static_cast<guint64>(std::max<int64_t>(0, n.down_us)) * GST_USECOND, nullptr);
+  gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), st));
+}
+
+static gboolean timer_cb(gpointer data);
+
+static void rearm_timer(GstComfyKeyframeSrc *self) {
   GstComfyKeyframeSrcPrivate *priv = self->priv;
-  priv->retry_source = 0;
-  try {
-    while (!priv->retry_queue.empty()) {
-      InFlight job = std::move(priv->retry_queue.front());
-      priv->retry_queue.pop_front();
-      submit_job(self, std::move(job));
-    }
-    schedule_jobs(self);
-  } catch (const std::exception &e) {
-    set_fatal(self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Failed to retry a job", e.what());
+  if (priv->timer_source) {
+    GSource *old = g_main_context_find_source_by_id(priv->client_context, priv->timer_source);
+    if (old) g_source_destroy(old);
+    priv->timer_source = 0;
   }
-  return G_SOURCE_REMOVE;
-}
-
-static void schedule_retry(GstComfyKeyframeSrc *self, InFlight job, guint delay_ms) {
-  GstComfyKeyframeSrcPrivate *priv = self->priv;
-  priv->retry_queue.push_back(std::move(job));
-  if (priv->retry_source) return;
-  GSource *source = g_timeout_source_new(delay_ms);
-  g_source_set_callback(source, retry_timeout_cb, self, nullptr);
-  priv->retry_source = g_source_attach(source, priv->client_context);
+  gint64 wake = priv->scheduler->next_wakeup_us();
+  if (wake < 0) return;
+  gint64 delay_ms = std::max<gint64>(0, (wake - g_get_monotonic_time() + 999) / 1000);
+  GSource *source = g_timeout_source_new(static_cast<guint>(std::min<gint64>(delay_ms, G_MAXUINT)));
+  g_source_set_callback(source, timer_cb, self, nullptr);
+  priv->timer_source = g_source_attach(source, priv->client_context);
   g_source_unref(source);
 }
 
-static void on_job_error(GstComfyKeyframeSrc *self, const std::string &prompt_id, const Error &error) {
+/* After every event: forget jobs the scheduler moved, announce backend changes, submit what the
+ * scheduler admits (counting `extra_ready` keyframes about to be handed over), publish stats. */
+static void drive(GstComfyKeyframeSrc *self, size_t extra_ready) {
   GstComfyKeyframeSrcPrivate *priv = self->priv;
-  auto it = priv->in_flight.find(prompt_id);
-  if (it == priv->in_flight.end()) return;
-  InFlight job = std::move(it->second);
-  priv->in_flight.erase(it);
-
-  Settings s = settings_snapshot(self);
-  g_mutex_lock(&priv->lock);
-  priv->stats.jobs_failed++;
-  priv->stats.in_flight = priv->in_flight.size();
-  g_mutex_unlock(&priv->lock);
-
-  std::string what = error.describe();
-  if (error.kind == ErrorKind::Cancelled) return;
-
-  if (error.kind == ErrorKind::Unreachable) {
-    /* The server is down or restarting: keep trying for as long as it takes, with backoff. */
-    guint delay = priv->unreachable_backoff.next_ms();
-    if (priv->unreachable_streak++ % 10 == 0) {
-      GST_ELEMENT_WARNING(self, RESOURCE, OPEN_READ, ("ComfyUI server %s is not reachable; retrying", s.server.c_str()),
-                          ("%s (next attempt in %u ms)", what.c_str(), delay));
-    }
+  if (!priv->scheduler) return;
+  for (const dw::comfy::Cancel &c : priv->scheduler->take_cancels())
+    if (!c.prompt_id.empty()) priv->clients[c.backend]->cancel(c.prompt_id, c.tell_server);
+  for (const dw::comfy::Notice &n : priv->scheduler->take_notices()) post_notice(self, n);
+  if (!is_fatal(self)) {
+    Settings s = settings_snapshot(self);
+    priv->scheduler->set_params(loop_params(s));
+    dw::comfy::Downstream d;
     g_mutex_lock(&priv->lock);
-    priv->stats.jobs_retried++;
+    d.ready = priv->ready.size() + extra_ready;
+    d.pushed = priv->pushed;
     g_mutex_unlock(&priv->lock);
-    schedule_retry(self, std::move(job), delay);
-    return;
+    for (dw::comfy::JobPlan &plan : priv->scheduler->plan(g_get_monotonic_time(), d))
+      submit_plan(self, s, std::move(plan));
   }
-
-  if (error.kind == ErrorKind::InvalidPrompt || error.kind == ErrorKind::InvalidWorkflow) {
-    set_fatal(self, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS,
-              "ComfyUI rejected the workflow " + (s.workflow.empty() ? std::string("(built-in)") : s.workflow),
-              what);
-    return;
-  }
-
-  if (job.attempt < s.max_retries) {
-    job.attempt++;
-    GST_ELEMENT_WARNING(self, STREAM, FAILED, ("ComfyUI job for keyframe %" G_GUINT64_FORMAT " failed; retry %u of %u",
-                                               job.job_index, job.attempt, s.max_retries),
-                        ("%s", what.c_str()));
-    g_mutex_lock(&priv->lock);
-    priv->stats.jobs_retried++;
-    g_mutex_unlock(&priv->lock);
-    guint delay = MIN(250u << MIN(job.attempt, 6u), 10000u);
-    schedule_retry(self, std::move(job), delay);
-    return;
-  }
-
-  set_fatal(self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED,
-            "ComfyUI job for keyframe " + std::to_string(job.job_index) + " failed " +
-                std::to_string(job.attempt + 1) + " times",
-            what);
+  rearm_timer(self);
+  publish_stats(self);
 }
 
-static void on_job_done(GstComfyKeyframeSrc *self, const std::string &prompt_id, dw::comfy::JobResult &&result) {
+static gboolean timer_cb(gpointer data) {
+  auto *self = GST_COMFY_KEYFRAME_SRC(data);
+  self->priv->timer_source = 0;
+  guarded(self, "Failed to retry a job", [&] { drive(self); });
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean schedule_cb(gpointer data) {
+  auto *self = GST_COMFY_KEYFRAME_SRC(data);
+  guarded(self, "Failed to queue a job", [&] { drive(self); });
+  return G_SOURCE_REMOVE;
+}
+
+static void on_job_error(GstComfyKeyframeSrc *self, guint64 ticket, const Error &error) {
   GstComfyKeyframeSrcPrivate *priv = self->priv;
-  auto it = priv->in_flight.find(prompt_id);
-  if (it == priv->in_flight.end()) return;
-  InFlight job = std::move(it->second);
-  priv->in_flight.erase(it);
-
-  if (priv->unreachable_streak > 0) {
-    GST_ELEMENT_INFO(self, RESOURCE, OPEN_READ, ("ComfyUI server is reachable again"), (nullptr));
-    priv->unreachable_streak = 0;
+  Failure f = priv->scheduler->failed(ticket, g_get_monotonic_time(), error);
+  const std::string server = priv->servers[f.backend].base();
+  if (f.action == Failure::Action::Retry && f.counted) {
+    GST_ELEMENT_WARNING(self, STREAM, FAILED,
+                        ("ComfyUI job for keyframe %" G_GUINT64_FORMAT " failed; retry %u of %u", f.job_index,
+                         f.attempt, f.max_retries),
+                        ("%s (server %s, next attempt in %u ms)", f.message.c_str(), server.c_str(), f.delay_ms));
+  } else if (f.action == Failure::Action::Retry) {
+    GST_INFO_OBJECT(self, "job %" G_GUINT64_FORMAT " re-queued in %u ms (no retry spent): %s", f.job_index,
+                    f.delay_ms, f.message.c_str());
+  } else if (f.fatal == Failure::Fatal::Rejected) {
+    Settings s = settings_snapshot(self);
+    set_fatal(self, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS,
+              "ComfyUI rejected the workflow " + (s.workflow.empty() ? std::string("(built-in)") : s.workflow),
+              f.message + " (server " + server + ")");
+  } else if (f.fatal == Failure::Fatal::RetriesExhausted) {
+    set_fatal(self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED,
+              "ComfyUI job for keyframe " + std::to_string(f.job_index) + " failed " + std::to_string(f.attempt + 1) +
+                  " times",
+              f.message + " (server " + server + ")");
+  } else if (f.fatal == Failure::Fatal::OutageTooLong) {
+    set_fatal(self, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ,
+              "No ComfyUI server answered for longer than max-outage (" +
+                  std::to_string(settings_snapshot(self).max_outage) + " s)",
+              f.message + " (last tried " + server + ")");
   }
-  priv->unreachable_backoff.reset();
+  drive(self);
+}
 
+static void on_job_done(GstComfyKeyframeSrc *self, guint64 ticket, size_t backend, dw::comfy::JobResult &&result) {
+  GstComfyKeyframeSrcPrivate *priv = self->priv;
   Settings s = settings_snapshot(self);
   dw::Image image;
   std::string decode_error;
-  bool ok = dw::decode_png(result.image.data(), result.image.size(), image, &decode_error);
-  if (!ok) {
-    /* Put it back so the shared error path handles retries. */
-    priv->in_flight.emplace(prompt_id, std::move(job));
-    on_job_error(self, prompt_id, Error(ErrorKind::BadImage, "output of " + prompt_id + " is not a PNG: " + decode_error));
+  if (!dw::decode_png(result.image.data(), result.image.size(), image, &decode_error)) {
+    on_job_error(self, ticket,
+                 Error(ErrorKind::BadImage, "output of " + result.prompt_id + " is not a PNG: " + decode_error));
     return;
   }
   if (image.width != s.width || image.height != s.height) {
@@ -587,37 +515,26 @@ static void on_job_done(GstComfyKeyframeSrc *self, const std::string &prompt_id,
     GST_DEBUG_OBJECT(self, "scaling %dx%d -> %dx%d", image.width, image.height, s.width, s.height);
     image = dw::resize_bilinear(image, s.width, s.height);
   }
-
-  /* Queue the next job from this keyframe first, then hand the keyframe over. */
-  priv->next_input = JobInput();
-  if (!result.ref.filename.empty())
-    priv->next_input.server_value = result.ref.load_image_value();
-  else
-    priv->next_input.png = std::move(result.image);
+  int64_t generation_us = std::max<int64_t>(0, result.finished_us - result.submitted_us);
+  std::string server_value = result.ref.filename.empty() ? std::string() : result.ref.load_image_value();
+  dw::comfy::Delivery d = priv->scheduler->succeeded(ticket, g_get_monotonic_time(), std::move(result.image),
+                                                     server_value, generation_us);
+  if (!d.accepted) return;  // made stale (injection) while it was being fetched
 
   Keyframe kf;
   kf.image = std::move(image);
-  kf.prompt = job.prompt;
-  kf.seed = job.seed;
-  kf.generation_time = result.finished_us > result.submitted_us
-                           ? static_cast<GstClockTime>(result.finished_us - result.submitted_us) * GST_USECOND
-                           : 0;
+  kf.prompt = d.prompt;
+  kf.seed = d.seed;
+  kf.discont = d.discont;
+  kf.parent = d.parent;
+  kf.server = priv->servers[backend].base();
+  kf.generation_time = static_cast<GstClockTime>(generation_us) * GST_USECOND;
   GstState state = GST_STATE(self);  // racy read is fine: only picks how to stamp
   kf.available_running_time = state == GST_STATE_PLAYING ? current_running_time(self) : GST_CLOCK_TIME_NONE;
-
-  g_mutex_lock(&priv->lock);
-  priv->stats.jobs_succeeded++;
-  priv->stats.in_flight = priv->in_flight.size();
-  priv->stats.last_generation_time = kf.generation_time;
-  priv->stats.total_generation_time += kf.generation_time;
-  g_mutex_unlock(&priv->lock);
-
-  /* Queue job N+1 first (counting this keyframe as waiting), then hand keyframe N over. */
-  schedule_jobs(self, 1);
-  g_mutex_lock(&priv->lock);
-  priv->ready.push_back(std::move(kf));
-  g_cond_broadcast(&priv->cond);
-  g_mutex_unlock(&priv->lock);
+  if (d.discont) GST_INFO_OBJECT(self, "first keyframe after an outage gap: marked as a discontinuity");
+  /* Queue the next job first (counting this keyframe as waiting), then hand this one over. */
+  drive(self, 1);
+  hand_over(self, std::move(kf));
 }
 
 struct InjectRequest {
@@ -626,92 +543,89 @@ struct InjectRequest {
   std::string reason;
 };
 
-static void apply_injection(InjectRequest *req);
-
-static gboolean inject_cb(gpointer data) {
-  auto *req = static_cast<InjectRequest *>(data);
-  try {
-    apply_injection(req);
-  } catch (const std::exception &e) {
-    set_fatal(req->self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Failed to inject a keyframe", e.what());
-  }
-  return G_SOURCE_REMOVE;
-}
-
 static void apply_injection(InjectRequest *req) {
   GstComfyKeyframeSrc *self = req->self;
   GstComfyKeyframeSrcPrivate *priv = self->priv;
-  if (!priv->client) return;
+  if (!priv->scheduler) return;
   Settings s = settings_snapshot(self);
-
   dw::Image image = req->image;
   if (image.width != s.width || image.height != s.height) image = dw::resize_bilinear(image, s.width, s.height);
 
   /* Jobs running from the old lineage would overwrite the injection: forget them. */
-  guint64 discarded = 0;
-  for (auto &entry : priv->in_flight) {
-    priv->client->cancel(entry.first, true);
-    discarded++;
-  }
-  priv->in_flight.clear();
-  priv->retry_queue.clear();
-  if (priv->retry_source) {
-    GSource *src = g_main_context_find_source_by_id(priv->client_context, priv->retry_source);
-    if (src) g_source_destroy(src);
-    priv->retry_source = 0;
-  }
-
-  priv->next_input = JobInput();
-  priv->next_input.png = dw::encode_png(image, 1);
+  std::vector<dw::comfy::Cancel> cancels = priv->scheduler->inject(dw::encode_png(image, 1));
+  for (const dw::comfy::Cancel &c : cancels)
+    if (!c.prompt_id.empty()) priv->clients[c.backend]->cancel(c.prompt_id, c.tell_server);
 
   Keyframe kf;
   kf.image = std::move(image);
   kf.injected = true;
   kf.reason = req->reason;
   kf.generation_time = 0;
+  kf.prompt = priv->scheduler->next_prompt();
   kf.available_running_time = GST_STATE(self) == GST_STATE_PLAYING ? current_running_time(self) : GST_CLOCK_TIME_NONE;
-  {
-    Settings cur = s;
-    kf.prompt = pick_prompt(cur, priv->jobs_started);
-  }
-
-  g_mutex_lock(&priv->lock);
-  priv->stats.injections++;
-  priv->stats.jobs_discarded += discarded;
-  priv->stats.in_flight = 0;
-  g_mutex_unlock(&priv->lock);
-  GST_INFO_OBJECT(self, "injected keyframe (%s); %" G_GUINT64_FORMAT " stale job(s) discarded", req->reason.c_str(),
-                  discarded);
-  schedule_jobs(self, 1);
-  g_mutex_lock(&priv->lock);
-  priv->ready.push_back(std::move(kf));
-  g_cond_broadcast(&priv->cond);
-  g_mutex_unlock(&priv->lock);
+  GST_INFO_OBJECT(self, "injected keyframe (%s); %zu stale job(s) discarded", req->reason.c_str(), cancels.size());
+  drive(self, 1);
+  hand_over(self, std::move(kf));
 }
 
-static gboolean schedule_cb(gpointer data) {
-  auto *self = GST_COMFY_KEYFRAME_SRC(data);
-  try {
-    schedule_jobs(self);
-  } catch (const std::exception &e) {
-    set_fatal(self, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED, "Failed to queue a job", e.what());
-  }
+static gboolean inject_cb(gpointer data) {
+  auto *req = static_cast<InjectRequest *>(data);
+  guarded(req->self, "Failed to inject a keyframe", [&] { apply_injection(req); });
   return G_SOURCE_REMOVE;
+}
+
+static void on_health(GstComfyKeyframeSrc *self, size_t backend, const dw::comfy::HealthEvent &e) {
+  GST_DEBUG_OBJECT(self, "backend %zu health %s: %s", backend, health_name(e.health), e.message.c_str());
+  self->priv->scheduler->health_changed(backend, e.health, g_get_monotonic_time(), e.message);
+  drive(self);
 }
 
 static gboolean shutdown_cb(gpointer data) {
   auto *self = GST_COMFY_KEYFRAME_SRC(data);
   GstComfyKeyframeSrcPrivate *priv = self->priv;
-  if (priv->retry_source) {
-    GSource *src = g_main_context_find_source_by_id(priv->client_context, priv->retry_source);
-    if (src) g_source_destroy(src);
-    priv->retry_source = 0;
-  }
-  priv->retry_queue.clear();
-  priv->in_flight.clear();
-  priv->client.reset();  // cancels every request; no callback after this
+  guarded(self, "Failed to stop the ComfyUI clients", [&] {
+    if (priv->timer_source) {
+      GSource *src = g_main_context_find_source_by_id(priv->client_context, priv->timer_source);
+      if (src) g_source_destroy(src);
+      priv->timer_source = 0;
+    }
+    priv->clients.clear();  // cancels every request; no callback after this (callbacks use the scheduler)
+    priv->scheduler.reset();
+  });
   g_main_loop_quit(priv->client_loop);
   return G_SOURCE_REMOVE;
+}
+
+/* One client per backend, all on this thread's context. */
+static void start_clients(GstComfyKeyframeSrc *self, const Settings &s) {
+  GstComfyKeyframeSrcPrivate *priv = self->priv;
+  dw::comfy::SchedulerConfig config;
+  config.backends = priv->servers.size();
+  config.bootstrap = priv->bootstrap;
+  config.upload_prefix = priv->upload_prefix;
+  priv->scheduler = std::make_unique<dw::comfy::Scheduler>(config, loop_params(s), priv->first_png);
+  for (size_t b = 0; b < priv->servers.size(); ++b) {
+    dw::comfy::ClientConfig cc;
+    cc.server_url = priv->servers[b].base();
+    cc.timeouts.connect_ms = s.connect_timeout;
+    cc.timeouts.queue_ms = s.queue_timeout;
+    cc.timeouts.execute_ms = s.execute_timeout;
+    cc.timeouts.download_ms = s.download_timeout;
+    cc.use_websocket = s.use_websocket;
+    auto client = std::make_unique<dw::comfy::Client>(cc, priv->client_context);
+    client->set_connection_callback([self, b](bool connected, const Error &error) {
+      guarded(self, "Failed to handle a connection change", [&] {
+        GST_INFO_OBJECT(self, "backend %zu websocket %s %s", b, connected ? "connected" : "down",
+                        connected ? "" : error.describe().c_str());
+        publish_stats(self);
+      });
+    });
+    client->set_health_callback([self, b](const dw::comfy::HealthEvent &e) {
+      guarded(self, "Failed to handle a health change", [&] { on_health(self, b, e); });
+    });
+    priv->clients.push_back(std::move(client));
+  }
+  for (auto &c : priv->clients) c->start();
 }
 
 static gpointer client_thread_func(gpointer data) {
@@ -719,33 +633,13 @@ static gpointer client_thread_func(gpointer data) {
   GstComfyKeyframeSrcPrivate *priv = self->priv;
   GMainContext *context = priv->client_context;
   g_main_context_push_thread_default(context);
-
-  Settings s = settings_snapshot(self);
-  dw::comfy::ClientConfig config;
-  config.server_url = s.server;
-  config.timeouts.connect_ms = s.connect_timeout;
-  config.timeouts.queue_ms = s.queue_timeout;
-  config.timeouts.execute_ms = s.execute_timeout;
-  config.timeouts.download_ms = s.download_timeout;
-  config.use_websocket = s.use_websocket;
-  priv->client = std::make_unique<dw::comfy::Client>(config, context);
-  priv->client->set_connection_callback([self](bool connected, const Error &error) {
-    GstComfyKeyframeSrcPrivate *p = self->priv;
-    dw::comfy::ClientStats cs = p->client ? p->client->stats() : dw::comfy::ClientStats();
-    g_mutex_lock(&p->lock);
-    p->stats.connected = connected;
-    p->stats.reconnects = cs.reconnects;
-    g_mutex_unlock(&p->lock);
-    if (connected)
-      GST_INFO_OBJECT(self, "websocket connected as %s", cs.client_id.c_str());
-    else
-      GST_INFO_OBJECT(self, "websocket down: %s", error.describe().c_str());
+  guarded(self, "Failed to start the ComfyUI clients", [&] {
+    start_clients(self, settings_snapshot(self));
+    drive(self);
   });
-  priv->client->start();
-  schedule_jobs(self);
-
   g_main_loop_run(priv->client_loop);
-  priv->client.reset();
+  priv->clients.clear();
+  priv->scheduler.reset();
   /* Cancelled requests complete from idle sources on this context: dispatch them now, or their
    * GTasks (holding the SoupSession, messages and connections) are never released. */
   while (g_main_context_iteration(context, FALSE)) {
@@ -761,7 +655,7 @@ static bool load_workflow(GstComfyKeyframeSrc *self, const Settings &s) {
   GstComfyKeyframeSrcPrivate *priv = self->priv;
   dw::comfy::BindingOverrides overrides;
   std::string binding_error;
-  if (!parse_bindings(s.bindings, &overrides, &binding_error)) {
+  if (!dw::comfy::parse_bindings(s.bindings, &overrides, &binding_error)) {
     GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("Invalid bindings property: %s", binding_error.c_str()), (nullptr));
     return false;
   }
@@ -790,16 +684,7 @@ static bool load_workflow(GstComfyKeyframeSrc *self, const Settings &s) {
   GST_INFO_OBJECT(self, "workflow %s:\n%s", priv->workflow->origin().c_str(), priv->workflow->describe().c_str());
 
   /* A setting the workflow cannot take would be silently ignored: say so once. */
-  using dw::comfy::Param;
-  std::vector<Param> used = {Param::Prompt, Param::NegativePrompt, Param::Seed, Param::Denoise};
-  if (s.steps >= 0) used.push_back(Param::Steps);
-  if (s.cfg >= 0) used.push_back(Param::Cfg);
-  std::string ignored;
-  for (Param p : used) {
-    if (priv->workflow->binding(p).bound()) continue;
-    ignored += std::string(ignored.empty() ? "" : "; ") + dw::comfy::param_name(p) + ": " +
-               priv->workflow->unbound_reason(p);
-  }
+  std::string ignored = dw::comfy::unbound_settings(*priv->workflow, s.steps >= 0, s.cfg >= 0);
   if (!ignored.empty())
     GST_ELEMENT_WARNING(self, RESOURCE, SETTINGS, ("Workflow %s cannot take some settings; they are ignored",
                                                    priv->workflow->origin().c_str()),
@@ -807,72 +692,73 @@ static bool load_workflow(GstComfyKeyframeSrc *self, const Settings &s) {
   return true;
 }
 
+/* The server list; a bad entry fails here, naming it. */
+static bool parse_servers(GstComfyKeyframeSrc *self, const Settings &s) {
+  std::string why;
+  self->priv->servers = dw::comfy::parse_server_list(s.server, &why);
+  if (self->priv->servers.empty()) {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("Invalid server '%s': %s", s.server.c_str(), why.c_str()),
+                      ("expected http://host:port[/prefix], or a comma-separated list of them"));
+    return false;
+  }
+  return true;
+}
+
+/* The first job's input: seed-image, or a generated gradient (bootstrap, denoise 1.0). */
+static bool load_first_input(GstComfyKeyframeSrc *self, const Settings &s) {
+  GstComfyKeyframeSrcPrivate *priv = self->priv;
+  priv->bootstrap = s.seed_image.empty();
+  if (priv->bootstrap) {
+    priv->first_png = dw::encode_png(dw::comfy::make_bootstrap_image(s.width, s.height, s.seed), 1);
+    return true;
+  }
+  gchar *contents = nullptr;
+  gsize length = 0;
+  GError *gerr = nullptr;
+  if (!g_file_get_contents(s.seed_image.c_str(), &contents, &length, &gerr)) {
+    GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("Cannot read seed-image '%s'", s.seed_image.c_str()),
+                      ("%s", gerr->message));
+    g_clear_error(&gerr);
+    return false;
+  }
+  dw::Image image;
+  std::string decode_error;
+  bool ok = dw::decode_png(reinterpret_cast<const uint8_t *>(contents), length, image, &decode_error);
+  if (ok) priv->first_png.assign(contents, contents + length);
+  g_free(contents);
+  if (!ok)
+    GST_ELEMENT_ERROR(self, RESOURCE, READ, ("seed-image '%s' is not a usable PNG", s.seed_image.c_str()),
+                      ("%s", decode_error.c_str()));
+  return ok;
+}
+
+static void reset_shared_state(GstComfyKeyframeSrc *self) {
+  GstComfyKeyframeSrcPrivate *priv = self->priv;
+  g_mutex_lock(&priv->lock);
+  priv->ready.clear();
+  priv->flushing = false;
+  priv->fatal = false;
+  priv->fatal_message.clear();
+  priv->pushed = 0;
+  priv->stats = Stats();
+  g_mutex_unlock(&priv->lock);
+  priv->last_pts = GST_CLOCK_TIME_NONE;
+}
+
 static gboolean gst_comfy_keyframe_src_start(GstBaseSrc *src) {
   auto *self = GST_COMFY_KEYFRAME_SRC(src);
   GstComfyKeyframeSrcPrivate *priv = self->priv;
   Settings s = settings_snapshot(self);
-
   try {
-    GUri *uri = g_uri_parse(s.server.c_str(), G_URI_FLAGS_NONE, nullptr);
-    bool valid_uri = uri && (g_strcmp0(g_uri_get_scheme(uri), "http") == 0 || g_strcmp0(g_uri_get_scheme(uri), "https") == 0);
-    if (uri) g_uri_unref(uri);
-    if (!valid_uri) {
-      GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("Invalid server URL '%s' (expected http://host:port)", s.server.c_str()),
-                        (nullptr));
+    if (!parse_servers(self, s) || !load_workflow(self, s) || !load_first_input(self, s)) {
+      priv->workflow.reset();
       return FALSE;
     }
-    if (!load_workflow(self, s)) return FALSE;
-
-    priv->seed_image = dw::Image();
-    priv->seed_png.clear();
-    if (!s.seed_image.empty()) {
-      gchar *contents = nullptr;
-      gsize length = 0;
-      GError *gerr = nullptr;
-      if (!g_file_get_contents(s.seed_image.c_str(), &contents, &length, &gerr)) {
-        GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("Cannot read seed-image '%s'", s.seed_image.c_str()),
-                          ("%s", gerr->message));
-        g_clear_error(&gerr);
-        priv->workflow.reset();
-        return FALSE;
-      }
-      std::string decode_error;
-      bool ok = dw::decode_png(reinterpret_cast<const uint8_t *>(contents), length, priv->seed_image, &decode_error);
-      if (ok) priv->seed_png.assign(contents, contents + length);
-      g_free(contents);
-      if (!ok) {
-        GST_ELEMENT_ERROR(self, RESOURCE, READ, ("seed-image '%s' is not a usable PNG", s.seed_image.c_str()),
-                          ("%s", decode_error.c_str()));
-        priv->workflow.reset();
-        return FALSE;
-      }
-    }
-
-    g_mutex_lock(&priv->lock);
-    priv->ready.clear();
-    priv->flushing = false;
-    priv->fatal = false;
-    priv->fatal_message.clear();
-    priv->pushed = 0;
-    priv->stats = Stats();
-    g_mutex_unlock(&priv->lock);
-    priv->last_pts = GST_CLOCK_TIME_NONE;
-    priv->jobs_started = 0;
-    priv->unreachable_streak = 0;
-    priv->unreachable_backoff.reset();
-    priv->in_flight.clear();
-    priv->retry_queue.clear();
-    priv->upload_slot = 0;
+    GST_INFO_OBJECT(self, "%zu backend(s), first %s", priv->servers.size(), priv->servers[0].base().c_str());
+    reset_shared_state(self);
     gchar *uuid = g_uuid_string_random();
     priv->upload_prefix = std::string("dreamwindow_") + std::string(uuid).substr(0, 8) + "_";
     g_free(uuid);
-
-    priv->next_input = JobInput();
-    if (!priv->seed_png.empty()) {
-      priv->next_input.png = priv->seed_png;
-    } else {
-      priv->next_input.png = dw::encode_png(make_bootstrap_image(s.width, s.height, s.seed), 1);
-    }
 
     GMainContext *context = g_main_context_new();
     priv->client_loop = g_main_loop_new(context, FALSE);
@@ -890,15 +776,13 @@ static gboolean gst_comfy_keyframe_src_start(GstBaseSrc *src) {
 static gboolean gst_comfy_keyframe_src_stop(GstBaseSrc *src) {
   auto *self = GST_COMFY_KEYFRAME_SRC(src);
   GstComfyKeyframeSrcPrivate *priv = self->priv;
-
   if (priv->client_thread) {
     g_main_context_invoke(priv->client_context, shutdown_cb, self);
     g_thread_join(priv->client_thread);
     priv->client_thread = nullptr;
   }
-  GMainContext *context = nullptr;
   g_mutex_lock(&priv->lock);
-  context = priv->client_context;
+  GMainContext *context = priv->client_context;
   priv->client_context = nullptr;
   priv->ready.clear();
   g_mutex_unlock(&priv->lock);
@@ -908,7 +792,7 @@ static gboolean gst_comfy_keyframe_src_stop(GstBaseSrc *src) {
   }
   if (context) g_main_context_unref(context);
   priv->workflow.reset();
-  priv->next_input = JobInput();
+  priv->first_png.clear();
   return TRUE;
 }
 
@@ -965,114 +849,118 @@ static gboolean gst_comfy_keyframe_src_query(GstBaseSrc *src, GstQuery *query) {
   return GST_BASE_SRC_CLASS(parent_class)->query(src, query);
 }
 
-static bool image_from_buffer(GstBuffer *buffer, GstCaps *caps, dw::Image *out, std::string *error) {
+/* dreamwindow-inject: the image goes to the client thread, which resets the lineage. */
+static gboolean handle_inject(GstComfyKeyframeSrc *self, GstEvent *event) {
+  GstComfyKeyframeSrcPrivate *priv = self->priv;
+  GstBuffer *buffer = nullptr;
+  GstCaps *caps = nullptr;
+  gchar *reason = nullptr;
+  gdouble similarity = 0;
+  if (!dw_event_parse_inject(event, &buffer, &caps, &reason, &similarity)) {
+    GST_WARNING_OBJECT(self, "malformed %s event ignored", DW_EVENT_INJECT_NAME);
+    return FALSE;
+  }
+  auto *req = new InjectRequest{self, dw::Image(), reason ? reason : ""};
+  g_free(reason);
   GstVideoInfo info;
-  if (!gst_video_info_from_caps(&info, caps)) {
-    *error = "caps are not raw video";
-    return false;
+  std::string error = "caps are not raw video";
+  bool ok = gst_video_info_from_caps(&info, caps) && dw_image_from_buffer(buffer, &info, &req->image, &error);
+  gst_buffer_unref(buffer);
+  gst_caps_unref(caps);
+  if (!ok) {
+    GST_ELEMENT_WARNING(self, STREAM, FORMAT, ("Injected image ignored: %s", error.c_str()), (nullptr));
+    delete req;
+    return FALSE;
   }
-  GstVideoFormat fmt = GST_VIDEO_INFO_FORMAT(&info);
-  int channels = fmt == GST_VIDEO_FORMAT_RGB ? 3 : (fmt == GST_VIDEO_FORMAT_RGBA || fmt == GST_VIDEO_FORMAT_RGBx) ? 4 : 0;
-  if (!channels) {
-    *error = std::string("unsupported format ") + gst_video_format_to_string(fmt) + " (expected RGB, RGBA or RGBx)";
-    return false;
+  g_mutex_lock(&priv->lock);
+  GMainContext *context = priv->client_context ? g_main_context_ref(priv->client_context) : nullptr;
+  g_mutex_unlock(&priv->lock);
+  if (!context) {
+    GST_DEBUG_OBJECT(self, "not running, inject event dropped");
+    delete req;
+    return FALSE;
   }
-  GstVideoFrame frame;
-  if (!gst_video_frame_map(&frame, &info, buffer, GST_MAP_READ)) {
-    *error = "buffer does not match its caps";
-    return false;
-  }
-  dw::Image img(GST_VIDEO_INFO_WIDTH(&info), GST_VIDEO_INFO_HEIGHT(&info), 3);
-  const guint8 *data = static_cast<const guint8 *>(GST_VIDEO_FRAME_PLANE_DATA(&frame, 0));
-  gint stride = GST_VIDEO_FRAME_PLANE_STRIDE(&frame, 0);
-  for (int y = 0; y < img.height; ++y) {
-    const guint8 *s = data + static_cast<size_t>(stride) * y;
-    uint8_t *d = img.row(y);
-    for (int x = 0; x < img.width; ++x) {
-      d[3 * x + 0] = s[channels * x + 0];
-      d[3 * x + 1] = s[channels * x + 1];
-      d[3 * x + 2] = s[channels * x + 2];
-    }
-  }
-  gst_video_frame_unmap(&frame);
-  *out = std::move(img);
-  return true;
+  GST_DEBUG_OBJECT(self, "inject event (%s, similarity %.3f)", req->reason.c_str(), similarity);
+  g_main_context_invoke_full(context, G_PRIORITY_DEFAULT, inject_cb, req,
+                             [](gpointer d) { delete static_cast<InjectRequest *>(d); });
+  g_main_context_unref(context);
+  return TRUE;
 }
 
 static gboolean gst_comfy_keyframe_src_event(GstBaseSrc *src, GstEvent *event) {
   auto *self = GST_COMFY_KEYFRAME_SRC(src);
-  GstComfyKeyframeSrcPrivate *priv = self->priv;
   if (dw_event_is_inject(event)) {
-    GstBuffer *buffer = nullptr;
-    GstCaps *caps = nullptr;
-    gchar *reason = nullptr;
-    gdouble similarity = 0;
-    if (!dw_event_parse_inject(event, &buffer, &caps, &reason, &similarity)) {
-      GST_WARNING_OBJECT(self, "malformed %s event ignored", DW_EVENT_INJECT_NAME);
+    try {
+      return handle_inject(self, event);
+    } catch (const std::exception &e) {
+      GST_ELEMENT_WARNING(self, STREAM, FAILED, ("Injected image ignored"), ("%s", e.what()));
       return FALSE;
     }
-    auto *req = new InjectRequest{self, dw::Image(), reason ? reason : ""};
-    std::string error;
-    bool ok = image_from_buffer(buffer, caps, &req->image, &error);
-    gst_buffer_unref(buffer);
-    gst_caps_unref(caps);
-    g_free(reason);
-    if (!ok) {
-      GST_ELEMENT_WARNING(self, STREAM, FORMAT, ("Injected image ignored: %s", error.c_str()), (nullptr));
-      delete req;
-      return FALSE;
-    }
-    g_mutex_lock(&priv->lock);
-    GMainContext *context = priv->client_context ? g_main_context_ref(priv->client_context) : nullptr;
-    g_mutex_unlock(&priv->lock);
-    if (!context) {
-      GST_DEBUG_OBJECT(self, "not running, inject event dropped");
-      delete req;
-      return FALSE;
-    }
-    GST_DEBUG_OBJECT(self, "inject event (%s, similarity %.3f)", req->reason.c_str(), similarity);
-    g_main_context_invoke_full(context, G_PRIORITY_DEFAULT, inject_cb, req,
-                               [](gpointer d) { delete static_cast<InjectRequest *>(d); });
-    g_main_context_unref(context);
-    return TRUE;
   }
   return GST_BASE_SRC_CLASS(parent_class)->event(src, event);
+}
+
+static GstStructure *backend_structure(const dw::comfy::ServerUrl &url, const dw::comfy::BackendStats &b,
+                                       const dw::comfy::ClientStats &c) {
+  gint64 since = b.last_success_us < 0 ? -1 : (g_get_monotonic_time() - b.last_success_us) * GST_USECOND;
+  gint64 gen = b.generation_us < 0 ? -1 : b.generation_us * GST_USECOND;
+  return gst_structure_new(
+      DW_STATS_COMFYKEYFRAMESRC_BACKEND_NAME, DW_STATS_COMFYKEYFRAMESRC_BACKEND_SERVER, G_TYPE_STRING,
+      url.base().c_str(), DW_STATS_COMFYKEYFRAMESRC_BACKEND_HEALTH, G_TYPE_STRING, health_name(b.health),
+      DW_STATS_COMFYKEYFRAMESRC_BACKEND_AVAILABLE, G_TYPE_BOOLEAN, b.available,
+      DW_STATS_COMFYKEYFRAMESRC_BACKEND_CONNECTED, G_TYPE_BOOLEAN, c.ws_connected,
+      DW_STATS_COMFYKEYFRAMESRC_BACKEND_ERROR_STREAK, G_TYPE_UINT, b.error_streak,
+      DW_STATS_COMFYKEYFRAMESRC_BACKEND_SINCE_SUCCESS, G_TYPE_INT64, since,
+      DW_STATS_COMFYKEYFRAMESRC_BACKEND_GENERATION_TIME, G_TYPE_INT64, gen, DW_STATS_COMFYKEYFRAMESRC_BACKEND_RUNNING,
+      G_TYPE_UINT, b.running, DW_STATS_COMFYKEYFRAMESRC_BACKEND_JOBS_SUCCEEDED, G_TYPE_UINT64, b.jobs_succeeded,
+      DW_STATS_COMFYKEYFRAMESRC_BACKEND_JOBS_FAILED, G_TYPE_UINT64, b.jobs_failed,
+      DW_STATS_COMFYKEYFRAMESRC_BACKEND_JOBS_REQUEUED, G_TYPE_UINT64, b.jobs_requeued,
+      DW_STATS_COMFYKEYFRAMESRC_BACKEND_RECONNECTS, G_TYPE_UINT64, c.reconnects, nullptr);
 }
 
 static GstStructure *build_stats(GstComfyKeyframeSrc *self) {
   GstComfyKeyframeSrcPrivate *priv = self->priv;
   g_mutex_lock(&priv->lock);
   Stats st = priv->stats;
-  size_t ready = priv->ready.size();
+  std::vector<dw::comfy::ServerUrl> servers = priv->servers;  // fixed while running
+  guint ready = static_cast<guint>(priv->ready.size());
   g_mutex_unlock(&priv->lock);
-  GstClockTime mean = st.jobs_succeeded ? st.total_generation_time / st.jobs_succeeded : GST_CLOCK_TIME_NONE;
-  return gst_structure_new("application/x-comfykeyframesrc-stats", "keyframes", G_TYPE_UINT64, st.keyframes,
-                           "jobs-queued", G_TYPE_UINT64, st.jobs_queued, "jobs-succeeded", G_TYPE_UINT64,
-                           st.jobs_succeeded, "jobs-failed", G_TYPE_UINT64, st.jobs_failed, "jobs-retried",
-                           G_TYPE_UINT64, st.jobs_retried, "jobs-discarded", G_TYPE_UINT64, st.jobs_discarded,
-                           "injections", G_TYPE_UINT64, st.injections, "last-generation-time", G_TYPE_UINT64,
-                           st.last_generation_time, "mean-generation-time", G_TYPE_UINT64, mean,
-                           "server-wait-time", G_TYPE_UINT64, st.server_wait_time, "in-flight", G_TYPE_UINT,
-                           st.in_flight, "ready", G_TYPE_UINT, static_cast<guint>(ready), "reconnects",
-                           G_TYPE_UINT64, st.reconnects, "connected", G_TYPE_BOOLEAN, st.connected, nullptr);
-}
-
-static GstFlowReturn create_keyframe_buffer(GstComfyKeyframeSrc *self, GstBuffer **outbuf);
-
-static GstFlowReturn gst_comfy_keyframe_src_create(GstPushSrc *psrc, GstBuffer **outbuf) {
-  auto *self = GST_COMFY_KEYFRAME_SRC(psrc);
-  try {
-    return create_keyframe_buffer(self, outbuf);
-  } catch (const std::exception &e) {
-    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Failed to produce a keyframe"), ("%s", e.what()));
-    return GST_FLOW_ERROR;
+  const dw::comfy::SchedulerStats &j = st.sched;
+  GstClockTime last = j.last_generation_us < 0 ? GST_CLOCK_TIME_NONE : j.last_generation_us * GST_USECOND;
+  GstClockTime mean = j.jobs_succeeded ? j.total_generation_us * GST_USECOND / j.jobs_succeeded : GST_CLOCK_TIME_NONE;
+  guint64 reconnects = 0;
+  gboolean connected = FALSE;
+  GValue array = G_VALUE_INIT;
+  gst_value_array_init(&array, st.backends.size());
+  for (size_t b = 0; b < st.backends.size() && b < servers.size(); ++b) {
+    dw::comfy::ClientStats c = b < st.clients.size() ? st.clients[b] : dw::comfy::ClientStats();
+    reconnects += c.reconnects;
+    connected |= c.ws_connected;
+    GValue v = G_VALUE_INIT;
+    g_value_init(&v, GST_TYPE_STRUCTURE);
+    g_value_take_boxed(&v, backend_structure(servers[b], st.backends[b], c));
+    gst_value_array_append_and_take_value(&array, &v);
   }
+  GstStructure *s = gst_structure_new(
+      DW_STATS_COMFYKEYFRAMESRC_NAME, DW_STATS_COMFYKEYFRAMESRC_KEYFRAMES, G_TYPE_UINT64, st.keyframes,
+      DW_STATS_COMFYKEYFRAMESRC_JOBS_QUEUED, G_TYPE_UINT64, j.jobs_queued, DW_STATS_COMFYKEYFRAMESRC_JOBS_SUCCEEDED,
+      G_TYPE_UINT64, j.jobs_succeeded, DW_STATS_COMFYKEYFRAMESRC_JOBS_FAILED, G_TYPE_UINT64, j.jobs_failed,
+      DW_STATS_COMFYKEYFRAMESRC_JOBS_RETRIED, G_TYPE_UINT64, j.jobs_retried, DW_STATS_COMFYKEYFRAMESRC_JOBS_DISCARDED,
+      G_TYPE_UINT64, j.jobs_discarded, DW_STATS_COMFYKEYFRAMESRC_INJECTIONS, G_TYPE_UINT64, j.injections,
+      DW_STATS_COMFYKEYFRAMESRC_LAST_GENERATION_TIME, G_TYPE_UINT64, last, DW_STATS_COMFYKEYFRAMESRC_MEAN_GENERATION_TIME,
+      G_TYPE_UINT64, mean, DW_STATS_COMFYKEYFRAMESRC_SERVER_WAIT_TIME, G_TYPE_UINT64, st.server_wait_time,
+      DW_STATS_COMFYKEYFRAMESRC_IN_FLIGHT, G_TYPE_UINT, j.in_flight, DW_STATS_COMFYKEYFRAMESRC_PENDING, G_TYPE_UINT,
+      j.pending, DW_STATS_COMFYKEYFRAMESRC_READY, G_TYPE_UINT, ready, DW_STATS_COMFYKEYFRAMESRC_RECONNECTS,
+      G_TYPE_UINT64, reconnects, DW_STATS_COMFYKEYFRAMESRC_CONNECTED, G_TYPE_BOOLEAN, connected,
+      DW_STATS_COMFYKEYFRAMESRC_OUTAGE, G_TYPE_BOOLEAN, static_cast<gboolean>(j.outage),
+      DW_STATS_COMFYKEYFRAMESRC_OUTAGES, G_TYPE_UINT64, j.outages, nullptr);
+  gst_structure_take_value(s, DW_STATS_COMFYKEYFRAMESRC_BACKENDS, &array);
+  return s;
 }
 
-static GstFlowReturn create_keyframe_buffer(GstComfyKeyframeSrc *self, GstBuffer **outbuf) {
+/* Waits for the next keyframe; raises a recorded fatal error (without holding the lock). */
+static GstFlowReturn wait_keyframe(GstComfyKeyframeSrc *self, const Settings &s, Keyframe *kf, guint64 *index) {
   GstComfyKeyframeSrcPrivate *priv = self->priv;
-  Settings s = settings_snapshot(self);
-
   g_mutex_lock(&priv->lock);
   if (s.num_keyframes >= 0 && priv->pushed >= static_cast<guint64>(s.num_keyframes)) {
     g_mutex_unlock(&priv->lock);
@@ -1095,67 +983,83 @@ static GstFlowReturn create_keyframe_buffer(GstComfyKeyframeSrc *self, GstBuffer
                              g_strdup(debug.c_str()), __FILE__, GST_FUNCTION, __LINE__);
     return GST_FLOW_ERROR;
   }
-  Keyframe kf = std::move(priv->ready.front());
+  *kf = std::move(priv->ready.front());
   priv->ready.pop_front();
-  guint64 index = priv->pushed++;
+  *index = priv->pushed++;
   priv->stats.keyframes = priv->pushed;
   GMainContext *context = priv->client_context ? g_main_context_ref(priv->client_context) : nullptr;
   g_mutex_unlock(&priv->lock);
-
   /* A keyframe left the queue: the client thread may queue the next job now. */
   if (context) {
     g_main_context_invoke(context, schedule_cb, self);
     g_main_context_unref(context);
   }
+  return GST_FLOW_OK;
+}
 
-  GstVideoInfo *info = &priv->info;
-  int channels = GST_VIDEO_INFO_FORMAT(info) == GST_VIDEO_FORMAT_RGB ? 3 : 4;
-  if (GST_VIDEO_INFO_WIDTH(info) != kf.image.width || GST_VIDEO_INFO_HEIGHT(info) != kf.image.height) {
-    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Keyframe size %dx%d does not match the negotiated %dx%d",
-                                                kf.image.width, kf.image.height, GST_VIDEO_INFO_WIDTH(info),
-                                                GST_VIDEO_INFO_HEIGHT(info)),
-                      (nullptr));
-    return GST_FLOW_ERROR;
-  }
-  dw::Image img = kf.image.channels == channels ? std::move(kf.image) : dw::convert_channels(kf.image, channels);
-
-  GstBuffer *buffer = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(info), nullptr);
-  GstVideoFrame frame;
-  if (!gst_video_frame_map(&frame, info, buffer, GST_MAP_WRITE)) {
-    gst_buffer_unref(buffer);
-    GST_ELEMENT_ERROR(self, RESOURCE, FAILED, ("Failed to map an output buffer"), (nullptr));
-    return GST_FLOW_ERROR;
-  }
-  guint8 *data = static_cast<guint8 *>(GST_VIDEO_FRAME_PLANE_DATA(&frame, 0));
-  gint stride = GST_VIDEO_FRAME_PLANE_STRIDE(&frame, 0);
-  for (int y = 0; y < img.height; ++y) memcpy(data + static_cast<size_t>(stride) * y, img.row(y), img.stride());
-  gst_video_frame_unmap(&frame);
-
+/* PTS: the running time the keyframe became available, strictly increasing. */
+static GstClockTime keyframe_pts(GstComfyKeyframeSrc *self, const Keyframe &kf) {
+  GstComfyKeyframeSrcPrivate *priv = self->priv;
   GstClockTime pts = kf.available_running_time;
   if (!GST_CLOCK_TIME_IS_VALID(pts)) pts = current_running_time(self);
   if (!GST_CLOCK_TIME_IS_VALID(pts)) pts = GST_CLOCK_TIME_IS_VALID(priv->last_pts) ? priv->last_pts + 1 : 0;
   if (GST_CLOCK_TIME_IS_VALID(priv->last_pts) && pts <= priv->last_pts) pts = priv->last_pts + 1;
   priv->last_pts = pts;
+  return pts;
+}
+
+static void post_keyframe_message(GstComfyKeyframeSrc *self, const Keyframe &kf, guint64 index, GstClockTime pts) {
+  GstStructure *st = gst_structure_new(
+      DW_MSG_KEYFRAME_NAME, DW_MSG_KEYFRAME_INDEX, G_TYPE_UINT64, index, DW_MSG_KEYFRAME_RUNNING_TIME, G_TYPE_UINT64,
+      pts, DW_MSG_KEYFRAME_GENERATION_TIME, G_TYPE_UINT64, kf.generation_time, DW_MSG_KEYFRAME_PROMPT, G_TYPE_STRING,
+      kf.prompt.c_str(), DW_MSG_KEYFRAME_SEED, G_TYPE_INT64, kf.seed, DW_MSG_KEYFRAME_INJECTED, G_TYPE_BOOLEAN,
+      static_cast<gboolean>(kf.injected), DW_MSG_KEYFRAME_REASON, G_TYPE_STRING, kf.reason.c_str(),
+      DW_MSG_KEYFRAME_DISCONT, G_TYPE_BOOLEAN, static_cast<gboolean>(kf.discont), DW_MSG_KEYFRAME_SERVER,
+      G_TYPE_STRING, kf.server.c_str(), DW_MSG_KEYFRAME_PARENT, G_TYPE_INT64, kf.parent, nullptr);
+  gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), st));
+}
+
+static GstFlowReturn create_keyframe_buffer(GstComfyKeyframeSrc *self, GstBuffer **outbuf) {
+  GstComfyKeyframeSrcPrivate *priv = self->priv;
+  Settings s = settings_snapshot(self);
+  Keyframe kf;
+  guint64 index = 0;
+  GstFlowReturn ret = wait_keyframe(self, s, &kf, &index);
+  if (ret != GST_FLOW_OK) return ret;
+
+  std::string error;
+  GstBuffer *buffer = dw_buffer_from_image_full(kf.image, &priv->info, &error);
+  if (!buffer) {
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Keyframe %dx%d does not fit the negotiated caps", kf.image.width,
+                                                kf.image.height),
+                      ("%s", error.c_str()));
+    return GST_FLOW_ERROR;
+  }
+  GstClockTime pts = keyframe_pts(self, kf);
   GST_BUFFER_PTS(buffer) = pts;
   GST_BUFFER_DTS(buffer) = GST_CLOCK_TIME_NONE;
   GST_BUFFER_DURATION(buffer) = GST_CLOCK_TIME_NONE;
   GST_BUFFER_OFFSET(buffer) = index;
   GST_BUFFER_OFFSET_END(buffer) = index + 1;
-  if (index == 0) GST_BUFFER_FLAG_SET(buffer, GST_BUFFER_FLAG_DISCONT);
-  dw_buffer_add_frame_meta(buffer, kf.injected ? DW_FRAME_KIND_INJECTED : DW_FRAME_KIND_KEYFRAME, index, 0.0);
-
-  GST_DEBUG_OBJECT(self, "keyframe %" G_GUINT64_FORMAT " pts %" GST_TIME_FORMAT "%s", index, GST_TIME_ARGS(pts),
-                   kf.injected ? " (injected)" : "");
-
-  if (s.post_messages) {
-    GstStructure *st = gst_structure_new(
-        "dreamwindow-keyframe", "index", G_TYPE_UINT64, index, "running-time", G_TYPE_UINT64, pts, "generation-time",
-        G_TYPE_UINT64, kf.generation_time, "prompt", G_TYPE_STRING, kf.prompt.c_str(), "seed", G_TYPE_INT64, kf.seed,
-        "injected", G_TYPE_BOOLEAN, kf.injected, "reason", G_TYPE_STRING, kf.reason.c_str(), nullptr);
-    gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), st));
-  }
+  /* The first keyframe, and the first after an outage gap: do not interpolate across it. */
+  if (index == 0 || kf.discont) GST_BUFFER_FLAG_SET(buffer, GST_BUFFER_FLAG_DISCONT);
+  dw_buffer_add_keyframe_meta(buffer, index, kf.prompt.empty() ? nullptr : kf.prompt.c_str(), kf.seed,
+                              kf.injected ? TRUE : FALSE);
+  GST_DEBUG_OBJECT(self, "keyframe %" G_GUINT64_FORMAT " pts %" GST_TIME_FORMAT "%s%s", index, GST_TIME_ARGS(pts),
+                   kf.injected ? " (injected)" : "", kf.discont ? " (discont)" : "");
+  if (s.post_messages) post_keyframe_message(self, kf, index, pts);
   *outbuf = buffer;
   return GST_FLOW_OK;
+}
+
+static GstFlowReturn gst_comfy_keyframe_src_create(GstPushSrc *psrc, GstBuffer **outbuf) {
+  auto *self = GST_COMFY_KEYFRAME_SRC(psrc);
+  try {
+    return create_keyframe_buffer(self, outbuf);
+  } catch (const std::exception &e) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Failed to produce a keyframe"), ("%s", e.what()));
+    return GST_FLOW_ERROR;
+  }
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -1197,6 +1101,7 @@ static void gst_comfy_keyframe_src_set_property(GObject *object, guint prop_id, 
     case PROP_EXECUTE_TIMEOUT: s.execute_timeout = g_value_get_uint(value); break;
     case PROP_DOWNLOAD_TIMEOUT: s.download_timeout = g_value_get_uint(value); break;
     case PROP_MAX_RETRIES: s.max_retries = g_value_get_uint(value); break;
+    case PROP_MAX_OUTAGE: s.max_outage = g_value_get_uint(value); break;
     case PROP_SIZE_MISMATCH: s.size_mismatch = static_cast<GstComfySizeMismatch>(g_value_get_enum(value)); break;
     case PROP_USE_WEBSOCKET: s.use_websocket = g_value_get_boolean(value); break;
     case PROP_POST_MESSAGES: s.post_messages = g_value_get_boolean(value); break;
@@ -1208,7 +1113,11 @@ static void gst_comfy_keyframe_src_set_property(GObject *object, guint prop_id, 
 static void gst_comfy_keyframe_src_get_property(GObject *object, guint prop_id, GValue *value, GParamSpec *pspec) {
   auto *self = GST_COMFY_KEYFRAME_SRC(object);
   if (prop_id == PROP_STATS) {
-    g_value_take_boxed(value, build_stats(self));
+    try {
+      g_value_take_boxed(value, build_stats(self));
+    } catch (const std::exception &e) {
+      GST_WARNING_OBJECT(self, "cannot build stats: %s", e.what());
+    }
     return;
   }
   const Settings &s = self->priv->settings;
@@ -1244,6 +1153,7 @@ static void gst_comfy_keyframe_src_get_property(GObject *object, guint prop_id, 
     case PROP_EXECUTE_TIMEOUT: g_value_set_uint(value, s.execute_timeout); break;
     case PROP_DOWNLOAD_TIMEOUT: g_value_set_uint(value, s.download_timeout); break;
     case PROP_MAX_RETRIES: g_value_set_uint(value, s.max_retries); break;
+    case PROP_MAX_OUTAGE: g_value_set_uint(value, s.max_outage); break;
     case PROP_SIZE_MISMATCH: g_value_set_enum(value, s.size_mismatch); break;
     case PROP_USE_WEBSOCKET: g_value_set_boolean(value, s.use_websocket); break;
     case PROP_POST_MESSAGES: g_value_set_boolean(value, s.post_messages); break;
@@ -1270,22 +1180,17 @@ static void gst_comfy_keyframe_src_init(GstComfyKeyframeSrc *self) {
   gst_base_src_set_do_timestamp(GST_BASE_SRC(self), FALSE);
 }
 
-static void gst_comfy_keyframe_src_class_init(GstComfyKeyframeSrcClass *klass) {
-  GObjectClass *gobject_class = G_OBJECT_CLASS(klass);
-  GstElementClass *element_class = GST_ELEMENT_CLASS(klass);
-  GstBaseSrcClass *basesrc_class = GST_BASE_SRC_CLASS(klass);
-  GstPushSrcClass *pushsrc_class = GST_PUSH_SRC_CLASS(klass);
-
-  gobject_class->set_property = gst_comfy_keyframe_src_set_property;
-  gobject_class->get_property = gst_comfy_keyframe_src_get_property;
-  gobject_class->finalize = gst_comfy_keyframe_src_finalize;
-
+/* server, workflow and what each job is made of. */
+static void install_loop_properties(GObjectClass *gobject_class) {
   const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
   const GParamFlags rw_ready = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_READY);
   const GParamFlags rw_playing = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
 
   g_object_class_install_property(gobject_class, PROP_SERVER,
-      g_param_spec_string("server", "Server URL", "ComfyUI server base URL (http://host:port)", DEFAULT_SERVER, rw_ready));
+      g_param_spec_string("server", "Server URL(s)",
+                          "ComfyUI server base URL (http://host:port[/prefix]), or a comma-separated list of "
+                          "them: a backend pool (each job goes to the healthy server that will finish it first)",
+                          DEFAULT_SERVER, rw_ready));
   g_object_class_install_property(gobject_class, PROP_WORKFLOW,
       g_param_spec_string("workflow", "Workflow file",
                           "API-format workflow JSON (ComfyUI \"Save (API)\"); NULL = the built-in 1-step "
@@ -1330,11 +1235,19 @@ static void gst_comfy_keyframe_src_class_init(GstComfyKeyframeSrcClass *klass) {
                        "(size-mismatch)", 8, 8192, DEFAULT_WIDTH, rw_ready));
   g_object_class_install_property(gobject_class, PROP_HEIGHT,
       g_param_spec_int("height", "Height (px)", "Keyframe height", 8, 8192, DEFAULT_HEIGHT, rw_ready));
+}
+
+/* Admission, timeouts, retries, faults, messages and stats. */
+static void install_job_properties(GObjectClass *gobject_class) {
+  const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
+  const GParamFlags rw_ready = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_READY);
+  const GParamFlags rw_playing = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
+
   g_object_class_install_property(gobject_class, PROP_MAX_IN_FLIGHT,
       g_param_spec_uint("max-in-flight", "Max jobs in flight",
-                        "Jobs outstanding at the server at once. 1 = a strict feedback loop; >1 queues ahead "
-                        "from the latest available keyframe (more throughput with several GPUs, but sibling "
-                        "keyframes share an input)",
+                        "Jobs outstanding at once (over all servers). 1 = a strict feedback loop; >1 keeps "
+                        "that many jobs running, each from the newest keyframe available when it is queued "
+                        "(more throughput with a pool of servers; k interleaved chains)",
                         1, 16, DEFAULT_MAX_IN_FLIGHT, rw_playing));
   g_object_class_install_property(gobject_class, PROP_NUM_KEYFRAMES,
       g_param_spec_int("num-keyframes", "Number of keyframes", "EOS after this many keyframes (-1 = endless)", -1,
@@ -1359,8 +1272,13 @@ static void gst_comfy_keyframe_src_class_init(GstComfyKeyframeSrcClass *klass) {
   g_object_class_install_property(gobject_class, PROP_MAX_RETRIES,
       g_param_spec_uint("max-retries", "Max retries",
                         "Retries of a keyframe whose job failed (execution error, bad image, timeout) before an "
-                        "error; an unreachable server is retried forever",
+                        "error; an unreachable or unresponsive server is retried forever (see max-outage)",
                         0, 1000, DEFAULT_MAX_RETRIES, rw_playing));
+  g_object_class_install_property(gobject_class, PROP_MAX_OUTAGE,
+      g_param_spec_uint("max-outage", "Max outage (s)",
+                        "Every server unreachable or unresponsive for longer than this is an error "
+                        "(0 = retry forever)",
+                        0, 7 * 24 * 3600, DEFAULT_MAX_OUTAGE, rw_playing));
   g_object_class_install_property(gobject_class, PROP_SIZE_MISMATCH,
       g_param_spec_enum("size-mismatch", "Size mismatch", "What to do with a server image that is not width x height",
                         GST_TYPE_COMFY_SIZE_MISMATCH_TYPE, DEFAULT_SIZE_MISMATCH, rw_ready));
@@ -1375,15 +1293,32 @@ static void gst_comfy_keyframe_src_class_init(GstComfyKeyframeSrcClass *klass) {
       g_param_spec_boxed("stats", "Statistics",
                          "application/x-comfykeyframesrc-stats: keyframes, jobs-queued, jobs-succeeded, jobs-failed, "
                          "jobs-retried, jobs-discarded, injections, last-generation-time and mean-generation-time "
-                         "(ns), server-wait-time (ns the streaming thread waited), in-flight, ready, reconnects, "
-                         "connected",
+                         "(ns), server-wait-time (ns the streaming thread waited), in-flight, pending, ready, "
+                         "reconnects, connected, outage, outages, and backends (an array of "
+                         "application/x-comfykeyframesrc-backend per server: server, health, available, connected, "
+                         "error-streak, since-last-success, generation-time, running, jobs-succeeded, jobs-failed, "
+                         "jobs-requeued, reconnects)",
                          GST_TYPE_STRUCTURE, static_cast<GParamFlags>(G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
+}
+
+static void gst_comfy_keyframe_src_class_init(GstComfyKeyframeSrcClass *klass) {
+  GObjectClass *gobject_class = G_OBJECT_CLASS(klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS(klass);
+  GstBaseSrcClass *basesrc_class = GST_BASE_SRC_CLASS(klass);
+  GstPushSrcClass *pushsrc_class = GST_PUSH_SRC_CLASS(klass);
+
+  gobject_class->set_property = gst_comfy_keyframe_src_set_property;
+  gobject_class->get_property = gst_comfy_keyframe_src_get_property;
+  gobject_class->finalize = gst_comfy_keyframe_src_finalize;
+
+  install_loop_properties(gobject_class);
+  install_job_properties(gobject_class);
 
   gst_element_class_add_static_pad_template(element_class, &src_template);
   gst_element_class_set_static_metadata(
       element_class, "ComfyUI keyframe source", "Source/Video/Network",
-      "Live source of keyframes generated by a ComfyUI server in an img2img feedback loop; the next job is queued "
-      "before the current keyframe is pushed, so generation overlaps with all downstream work",
+      "Live source of keyframes generated by ComfyUI servers (one, or a pool) in an img2img feedback loop; the next "
+      "job is queued before the current keyframe is pushed, so generation overlaps with all downstream work",
       "gst-dreamwindow developers");
 
   basesrc_class->start = GST_DEBUG_FUNCPTR(gst_comfy_keyframe_src_start);

@@ -3,21 +3,29 @@
  * The display end of the pipeline: a queue measured in time and buffers, shaped like queue2, whose
  * src pad task paces frames onto a steady output grid against the pipeline clock.
  *
+ * What lives where: every decision that needs no GStreamer is dw::pacing::Playout
+ * (lib/pacing/playout.h): when output starts (pre-buffer, timeout, full, EOS), which queued frame
+ * each tick shows and how many it uses up, underrun hold/pause, overrun dropping, late ticks, the
+ * adaptive playback rate (RateController), the output framerate and grid, discontinuities after an
+ * outage, and the input / output / distinct-frame rates. This file is glue: pads, caps, events,
+ * the clock waits, the buffers and events queued beside the Playout's frames (same order), stats
+ * and messages.
+ *
  *  - chain() only enqueues and signals. It never blocks while pre-buffering or below the limits;
  *    above max-size-time / max-size-buffers it blocks (backpressure) or drops in-betweens first
  *    (overrun-policy=drop-inbetween).
- *  - The src task pre-buffers until prebuffer-time of content is queued, or starts anyway (with a
- *    warning and a dreamwindow-buffer message) on EOS, when nothing arrived for prebuffer-timeout,
- *    or when the queue is full before the pre-buffer is reached. It never waits on the application.
- *  - Each output tick n is at grid time origin + n / fps (running time), waited for with a
- *    single-shot clock id at running_time + base_time + latency. The frame shown covers the content
- *    cursor, which advances by playback-rate / fps per tick; dw::pacing::RateController steers the
- *    playback rate so the fill level holds target-fill (adaptive=true).
+ *  - The src task pre-buffers (never waiting on the application), then waits for each output tick
+ *    with a single-shot clock id at running_time + base_time + latency and pushes what the plan
+ *    says.
  *
- * Locking: priv->lock guards the queue and all streaming state; task_cond wakes the src task,
- * chain_cond wakes a blocked chain(). Property values live under GST_OBJECT_LOCK and are copied
- * (settings_snapshot) before priv->lock is taken; priv->lock is never taken inside the object lock.
- * Messages, warnings and errors are built under priv->lock and posted after releasing it.
+ * Threads: the upstream streaming thread runs chain() and serialized events; the src pad task runs
+ * the loop; the application thread changes state and reads `stats`. Locking: priv->lock guards the
+ * Playout, the queue and all streaming state; task_cond wakes the src task, chain_cond wakes a
+ * blocked chain(). Property values live under GST_OBJECT_LOCK and are copied (settings_snapshot)
+ * before priv->lock is taken; priv->lock is never taken inside the object lock. Every function
+ * states its lock rule; the one that takes the lock releases it. Messages, warnings and errors are
+ * built under priv->lock (Pending) and posted after releasing it. C++ exceptions stop at the pad
+ * functions and the task (element error).
  *
  * Example:
  *   gst-launch-1.0 videotestsrc is-live=true ! video/x-raw,framerate=10/1 ! flightbuffer output-fps=25/1 ! autovideosink
@@ -31,15 +39,15 @@
 #include <gst/video/video.h>
 
 #include <algorithm>
-#include <cmath>
 #include <deque>
-#include <optional>
+#include <exception>
 #include <string>
 #include <vector>
 
 #include "dwmeta.h"
+#include "dwstats.h"
 #include "gstdreamwindowelements.h"
-#include "pacing/pacing.h"
+#include "pacing/playout.h"
 
 GST_DEBUG_CATEGORY_STATIC(flightbuffer_debug);
 #define GST_CAT_DEFAULT flightbuffer_debug
@@ -61,8 +69,7 @@ GST_DEBUG_CATEGORY_STATIC(flightbuffer_debug);
 #define DEFAULT_BATCH_SIZE 1
 #define DEFAULT_STATS_INTERVAL (1 * GST_SECOND)
 #define DEFAULT_POST_MESSAGES TRUE
-/* Input-rate window and fill-error correction time of the controller (see docs/elements). */
-#define RATE_WINDOW_S 10.0
+/* Fill-error correction time of the controller (see docs/elements). */
 #define CORRECTION_TIME_S 8.0
 
 enum {
@@ -137,32 +144,9 @@ struct Settings {
   gboolean post_messages = DEFAULT_POST_MESSAGES;
 };
 
-enum class State {
-  PREBUFFERING,  // waiting for prebuffer-time before the first output
-  PLAYING,
-  UNDERRUN,     // underrun-policy=hold: repeating the last frame
-  REBUFFERING,  // underrun-policy=pause: waiting for rebuffer-time (reported as "underrun")
-  DONE,         // EOS pushed
-};
-
-const char *state_name(State s) {
-  switch (s) {
-    case State::PREBUFFERING: return "prebuffering";
-    case State::PLAYING: return "playing";
-    case State::UNDERRUN:
-    case State::REBUFFERING: return "underrun";
-    case State::DONE: return "eos";
-  }
-  return "unknown";
-}
-
-struct Frame {
+/* One queued buffer, at the same index as its dw::pacing::QueuedFrame in the Playout. */
+struct Slot {
   GstBuffer *buffer = nullptr;
-  gint64 duration = 0;      // content (ns)
-  bool provisional = false;  // duration guessed (no DURATION); fixed by the next frame's PTS
-  GstClockTime pts = GST_CLOCK_TIME_NONE;
-  bool keyframe = true;
-  bool shown = false;
   std::vector<GstEvent *> before;  // serialized events that came before this frame
 };
 
@@ -172,21 +156,27 @@ struct Item {
   GstBuffer *buffer = nullptr;
 };
 
-struct Stats {
-  guint64 frames_in = 0;
-  guint64 frames_out = 0;
-  guint64 frames_repeated = 0;  // hold-policy repeats during underrun
-  guint64 frames_skipped = 0;   // used up without being shown (playback rate > 1)
-  guint64 underruns = 0;
-  guint64 dropped_inbetweens = 0;
-  guint64 dropped_keyframes = 0;
-  guint64 late_ticks = 0;
-  guint64 prebuffer_incomplete = 0;
-};
-
 struct Pending {
   std::vector<GstMessage *> messages;
   std::string warning;  // non-empty: post GST_ELEMENT_WARNING
+};
+
+/* A batch planned under the lock, pushed after releasing it. */
+struct Batch {
+  std::vector<Item> items;
+  bool eos = false;
+};
+
+/* Takes priv->lock for a scope; wait_until() may drop and retake it inside. */
+class Locked {
+ public:
+  explicit Locked(GMutex *m) : m_(m) { g_mutex_lock(m_); }
+  ~Locked() { g_mutex_unlock(m_); }
+  Locked(const Locked &) = delete;
+  Locked &operator=(const Locked &) = delete;
+
+ private:
+  GMutex *m_;
 };
 
 }  // namespace
@@ -201,31 +191,14 @@ struct GstFlightBufferPrivate {
   GCond chain_cond;
   GstFlowReturn srcresult = GST_FLOW_FLUSHING;
   bool playing = false;
-  bool eos = false;  // EOS received (queued at the tail)
-  bool start_full = false;
-  State state = State::PREBUFFERING;
-  std::deque<Frame> frames;
+  dw::pacing::Playout playout;
+  std::deque<Slot> slots;               // parallel to the Playout's frames
   std::vector<GstEvent *> tail_events;  // serialized events after the last queued frame
-  gint64 total = 0;                     // content queued (ns), including the used-up offset
-  gint64 offset = 0;                    // content of frames.front() already used up
   GstBuffer *last_frame = nullptr;
   GstClockID clock_id = nullptr;
-  GstClockTime last_input_rt = GST_CLOCK_TIME_NONE;
-  GstClockTime last_pushed_pts = GST_CLOCK_TIME_NONE;
   GstClockTime last_stats_rt = GST_CLOCK_TIME_NONE;
-  GstClockTime pipeline_latency = 0;
-  bool have_latency = false;
   bool segment_sent = false;
   bool discont = true;
-  gint fps_n = DEFAULT_OUTPUT_FPS_N;  // output rate in use (from the caps pushed last)
-  gint fps_d = DEFAULT_OUTPUT_FPS_D;
-  dw::pacing::RateEstimator input_rate{RATE_WINDOW_S};
-  dw::pacing::RateEstimator output_rate{RATE_WINDOW_S, 0.0};
-  dw::pacing::RateController controller;
-  dw::pacing::OutputGrid grid;
-  guint64 tick = 0;
-  double rate = 1.0;
-  Stats stats;
   /* Used only when the element has no clock while PLAYING. */
   GstClock *fallback_clock = nullptr;
   GstClockTime fallback_base = GST_CLOCK_TIME_NONE;
@@ -259,9 +232,30 @@ static Settings settings_snapshot(GstFlightBuffer *self) {
   return s;
 }
 
-static double to_s(gint64 ns) { return static_cast<double>(ns) / GST_SECOND; }
+/* The Playout's view of the properties (the one place they are mapped). */
+static dw::pacing::PlayoutParams playout_params(const Settings &s) {
+  dw::pacing::PlayoutParams p;
+  p.prebuffer_ns = static_cast<int64_t>(s.prebuffer_time);
+  p.prebuffer_timeout_ns = static_cast<int64_t>(s.prebuffer_timeout);
+  p.rebuffer_ns = static_cast<int64_t>(s.rebuffer_time);
+  p.max_size_ns = static_cast<int64_t>(std::min<guint64>(s.max_size_time, G_MAXINT64));
+  p.max_size_frames = s.max_size_buffers;
+  p.pause_on_underrun = s.underrun_policy == GST_FLIGHT_BUFFER_UNDERRUN_PAUSE;
+  p.drop_inbetweens = s.overrun_policy == GST_FLIGHT_BUFFER_OVERRUN_DROP_INBETWEEN;
+  p.adaptive = s.adaptive;
+  p.controller.target_fill_s = static_cast<double>(s.target_fill) / GST_SECOND;
+  p.controller.min_rate = s.min_rate;
+  p.controller.max_rate = s.max_rate;
+  p.controller.max_change_per_s = s.max_rate_change;
+  p.controller.correction_time_s = CORRECTION_TIME_S;
+  p.batch = std::max(1u, s.batch_size);
+  return p;
+}
 
-/* Current running time on the element's clock (or the fallback clock), NONE without either. */
+/* A valid running time as the Playout's int64 (-1 = unknown). */
+static int64_t ns(GstClockTime t) { return GST_CLOCK_TIME_IS_VALID(t) ? static_cast<int64_t>(t) : -1; }
+
+/* Current running time on the element's clock, NONE without one. Any lock. */
 static GstClockTime running_time_now(GstFlightBuffer *self) {
   GstClock *clock = gst_element_get_clock(GST_ELEMENT(self));
   if (!clock) return GST_CLOCK_TIME_NONE;
@@ -272,6 +266,7 @@ static GstClockTime running_time_now(GstFlightBuffer *self) {
   return now - base;
 }
 
+/* Same, falling back to the fallback clock (lock held). */
 static GstClockTime running_time_now_locked(GstFlightBuffer *self) {
   GstFlightBufferPrivate *priv = self->priv;
   GstClockTime rt = running_time_now(self);
@@ -280,86 +275,86 @@ static GstClockTime running_time_now_locked(GstFlightBuffer *self) {
   return now >= priv->fallback_base ? now - priv->fallback_base : 0;
 }
 
-static gint64 fill_of(GstFlightBufferPrivate *priv) { return std::max<gint64>(0, priv->total - priv->offset); }
-
-static bool is_full(GstFlightBufferPrivate *priv, const Settings &s) {
-  if (s.max_size_time > 0 && static_cast<guint64>(fill_of(priv)) >= s.max_size_time) return true;
-  if (s.max_size_buffers > 0 && priv->frames.size() >= s.max_size_buffers) return true;
-  return false;
+/* The framerate of a caps structure, the one place it is read (false when absent or 0/1). */
+static bool structure_framerate(const GstStructure *st, gint *n, gint *d) {
+  const GValue *v = st ? gst_structure_get_value(st, "framerate") : nullptr;
+  if (!v || !GST_VALUE_HOLDS_FRACTION(v)) return false;
+  *n = gst_value_get_fraction_numerator(v);
+  *d = gst_value_get_fraction_denominator(v);
+  return *n > 0 && *d > 0;
 }
-
-static bool buffering(State s) { return s == State::PREBUFFERING || s == State::REBUFFERING; }
-
-static GstClockTime wait_latency(GstFlightBufferPrivate *priv) { return priv->have_latency ? priv->pipeline_latency : 0; }
 
 static void wake_task(GstFlightBufferPrivate *priv) {
   if (priv->clock_id) gst_clock_id_unschedule(priv->clock_id);
   g_cond_broadcast(&priv->task_cond);
 }
 
-static void free_frame(Frame &f) {
-  for (GstEvent *e : f.before) gst_event_unref(e);
-  f.before.clear();
-  gst_clear_buffer(&f.buffer);
+/* FLUSHING, and every wait woken to see it (takes and releases the lock). */
+static void set_flushing(GstFlightBufferPrivate *priv) {
+  Locked lock(&priv->lock);
+  priv->srcresult = GST_FLOW_FLUSHING;
+  wake_task(priv);
+  g_cond_broadcast(&priv->chain_cond);
 }
 
-/* Empties the queue and resets everything a flush or a stop resets (not the settings). */
+static void free_slot(Slot &slot) {
+  for (GstEvent *e : slot.before) gst_event_unref(e);
+  slot.before.clear();
+  gst_clear_buffer(&slot.buffer);
+}
+
+/* Empties the queue and resets everything a flush or a stop resets (not the settings; lock held). */
 static void reset_queue(GstFlightBuffer *self, bool reset_stats) {
   GstFlightBufferPrivate *priv = self->priv;
-  for (Frame &f : priv->frames) free_frame(f);
-  priv->frames.clear();
+  for (Slot &slot : priv->slots) free_slot(slot);
+  priv->slots.clear();
   for (GstEvent *e : priv->tail_events) gst_event_unref(e);
   priv->tail_events.clear();
   gst_clear_buffer(&priv->last_frame);
-  priv->total = 0;
-  priv->offset = 0;
-  priv->eos = false;
-  priv->start_full = false;
-  priv->state = State::PREBUFFERING;
-  priv->last_input_rt = GST_CLOCK_TIME_NONE;
-  priv->last_pushed_pts = GST_CLOCK_TIME_NONE;
+  priv->playout.reset(reset_stats);
   priv->last_stats_rt = GST_CLOCK_TIME_NONE;
   priv->segment_sent = false;
   priv->discont = true;
-  priv->input_rate.reset();
-  priv->output_rate.reset();
-  priv->controller.reset(1.0);
-  priv->rate = 1.0;
-  priv->tick = 0;
-  if (reset_stats) priv->stats = Stats();
 }
 
+/* The stats structure (lock held). */
 static GstStructure *build_stats(GstFlightBuffer *self, const char *name, const Settings &s, GstClockTime now) {
-  GstFlightBufferPrivate *priv = self->priv;
-  const double t = GST_CLOCK_TIME_IS_VALID(now) ? to_s(now) : 0.0;
-  std::optional<double> in = priv->input_rate.rate(t);
-  std::optional<double> out = priv->output_rate.rate(t);
-  const Stats &st = priv->stats;
+  const dw::pacing::Playout &pl = self->priv->playout;
+  const int64_t t = GST_CLOCK_TIME_IS_VALID(now) ? ns(now) : 0;
+  std::optional<double> in = pl.input_rate(t);
+  const dw::pacing::PlayoutCounters &c = pl.counters();
   return gst_structure_new(
-      name, "state", G_TYPE_STRING, state_name(priv->state), "fill-time", G_TYPE_UINT64,
-      static_cast<guint64>(fill_of(priv)), "fill-frames", G_TYPE_UINT, static_cast<guint>(priv->frames.size()),
-      "prebuffer-time", G_TYPE_UINT64, s.prebuffer_time, "target-fill", G_TYPE_UINT64, s.target_fill,
-      "max-size-time", G_TYPE_UINT64, s.max_size_time, "input-rate", G_TYPE_DOUBLE, in ? *in : -1.0, "output-rate",
-      G_TYPE_DOUBLE, out ? *out : 0.0, "output-fps", G_TYPE_DOUBLE,
-      static_cast<double>(priv->fps_n) / priv->fps_d, "playback-rate", G_TYPE_DOUBLE, priv->rate, "frames-in",
-      G_TYPE_UINT64, st.frames_in, "frames-out", G_TYPE_UINT64, st.frames_out, "frames-repeated", G_TYPE_UINT64,
-      st.frames_repeated, "frames-skipped", G_TYPE_UINT64, st.frames_skipped, "underruns", G_TYPE_UINT64,
-      st.underruns, "drops", G_TYPE_UINT64, st.dropped_inbetweens + st.dropped_keyframes, "dropped-inbetweens",
-      G_TYPE_UINT64, st.dropped_inbetweens, "dropped-keyframes", G_TYPE_UINT64, st.dropped_keyframes, "late-ticks",
-      G_TYPE_UINT64, st.late_ticks, "prebuffer-incomplete", G_TYPE_UINT64, st.prebuffer_incomplete, "running-time",
-      G_TYPE_UINT64, now, nullptr);
+      name, DW_STATS_FLIGHTBUFFER_STATE, G_TYPE_STRING, dw::pacing::playout_state_name(pl.state()),
+      DW_STATS_FLIGHTBUFFER_FILL_TIME, G_TYPE_UINT64, static_cast<guint64>(pl.fill()),
+      DW_STATS_FLIGHTBUFFER_FILL_FRAMES, G_TYPE_UINT, static_cast<guint>(pl.size()),
+      DW_STATS_FLIGHTBUFFER_PREBUFFER_TIME, G_TYPE_UINT64, s.prebuffer_time, DW_STATS_FLIGHTBUFFER_TARGET_FILL,
+      G_TYPE_UINT64, s.target_fill, DW_STATS_FLIGHTBUFFER_MAX_SIZE_TIME, G_TYPE_UINT64, s.max_size_time,
+      DW_STATS_FLIGHTBUFFER_INPUT_RATE, G_TYPE_DOUBLE, in ? *in : -1.0, DW_STATS_FLIGHTBUFFER_OUTPUT_RATE,
+      G_TYPE_DOUBLE, pl.output_rate(t), DW_STATS_FLIGHTBUFFER_DISTINCT_RATE, G_TYPE_DOUBLE, pl.distinct_rate(t),
+      DW_STATS_FLIGHTBUFFER_OUTPUT_FPS, G_TYPE_DOUBLE, static_cast<double>(pl.fps_n()) / pl.fps_d(),
+      DW_STATS_FLIGHTBUFFER_PLAYBACK_RATE, G_TYPE_DOUBLE, pl.playback_rate(), DW_STATS_FLIGHTBUFFER_FRAMES_IN,
+      G_TYPE_UINT64, c.frames_in, DW_STATS_FLIGHTBUFFER_FRAMES_OUT, G_TYPE_UINT64, c.frames_out,
+      DW_STATS_FLIGHTBUFFER_FRAMES_DISTINCT, G_TYPE_UINT64, c.frames_distinct, DW_STATS_FLIGHTBUFFER_FRAMES_REPEATED,
+      G_TYPE_UINT64, c.frames_repeated, DW_STATS_FLIGHTBUFFER_FRAMES_SKIPPED, G_TYPE_UINT64, c.frames_skipped,
+      DW_STATS_FLIGHTBUFFER_UNDERRUNS, G_TYPE_UINT64, c.underruns, DW_STATS_FLIGHTBUFFER_DROPS, G_TYPE_UINT64,
+      c.dropped_inbetweens + c.dropped_keyframes, DW_STATS_FLIGHTBUFFER_DROPPED_INBETWEENS, G_TYPE_UINT64,
+      c.dropped_inbetweens, DW_STATS_FLIGHTBUFFER_DROPPED_KEYFRAMES, G_TYPE_UINT64, c.dropped_keyframes,
+      DW_STATS_FLIGHTBUFFER_LATE_TICKS, G_TYPE_UINT64, c.late_ticks, DW_STATS_FLIGHTBUFFER_PREBUFFER_INCOMPLETE,
+      G_TYPE_UINT64, c.prebuffer_incomplete, DW_STATS_FLIGHTBUFFER_DISCONTINUITIES, G_TYPE_UINT64,
+      c.discontinuities, DW_STATS_FLIGHTBUFFER_RUNNING_TIME, G_TYPE_UINT64, now, nullptr);
 }
 
-/* A dreamwindow-buffer element message (built under the lock, posted later). */
+/* A dreamwindow-buffer element message (lock held; built now, posted later). */
 static void add_message(GstFlightBuffer *self, Pending &p, const Settings &s, const char *event, GstClockTime now,
                         const char *reason = nullptr) {
   if (!s.post_messages) return;
-  GstStructure *st = build_stats(self, "dreamwindow-buffer", s, now);
-  gst_structure_set(st, "event", G_TYPE_STRING, event, nullptr);
-  if (reason) gst_structure_set(st, "reason", G_TYPE_STRING, reason, nullptr);
+  GstStructure *st = build_stats(self, DW_MSG_BUFFER_NAME, s, now);
+  gst_structure_set(st, DW_MSG_BUFFER_EVENT, G_TYPE_STRING, event, nullptr);
+  if (reason) gst_structure_set(st, DW_MSG_BUFFER_REASON, G_TYPE_STRING, reason, nullptr);
   p.messages.push_back(gst_message_new_element(GST_OBJECT(self), st));
 }
 
+/* The periodic stats message when stats-interval has passed (lock held). */
 static void maybe_stats_message(GstFlightBuffer *self, Pending &p, const Settings &s, GstClockTime now) {
   GstFlightBufferPrivate *priv = self->priv;
   if (!s.post_messages || s.stats_interval == 0 || !GST_CLOCK_TIME_IS_VALID(now)) return;
@@ -368,6 +363,7 @@ static void maybe_stats_message(GstFlightBuffer *self, Pending &p, const Setting
   add_message(self, p, s, "stats", now);
 }
 
+/* Posts what was built under the lock (lock NOT held). */
 static void flush_pending(GstFlightBuffer *self, Pending &p) {
   if (!p.warning.empty()) {
     GST_ELEMENT_WARNING(self, STREAM, FAILED, ("%s", p.warning.c_str()), (nullptr));
@@ -402,6 +398,9 @@ static GstClockReturn wait_until(GstFlightBuffer *self, GstClockTime rt) {
   return ret;
 }
 
+/* ------------------------------------------------------------------------------------------------ */
+/* Caps (no lock)                                                                                   */
+
 /* The output caps for `in`: its framerate replaced by the one downstream fixes, else output-fps. */
 static GstCaps *output_caps_for(GstFlightBuffer *self, GstCaps *in, const Settings &s) {
   gint n = s.fps_n, d = s.fps_d;
@@ -410,12 +409,10 @@ static GstCaps *output_caps_for(GstFlightBuffer *self, GstCaps *in, const Settin
     GstCaps *tmp = gst_caps_copy(in);
     gst_caps_set_simple(tmp, "framerate", GST_TYPE_FRACTION_RANGE, 0, 1, G_MAXINT, 1, nullptr);
     GstCaps *inter = gst_caps_intersect(peer, tmp);
-    if (!gst_caps_is_empty(inter)) {
-      const GValue *v = gst_structure_get_value(gst_caps_get_structure(inter, 0), "framerate");
-      if (v && GST_VALUE_HOLDS_FRACTION(v) && gst_value_get_fraction_numerator(v) > 0) {
-        n = gst_value_get_fraction_numerator(v);
-        d = gst_value_get_fraction_denominator(v);
-      }
+    gint pn = 0, pd = 1;
+    if (!gst_caps_is_empty(inter) && structure_framerate(gst_caps_get_structure(inter, 0), &pn, &pd)) {
+      n = pn;
+      d = pd;
     }
     gst_caps_unref(inter);
     gst_caps_unref(tmp);
@@ -439,18 +436,6 @@ static GstCaps *open_framerate(GstCaps *caps) {
 
 /* CAPS query on either pad: the other side's caps with the framerate opened up (the element
  * re-times frames, so any input rate can become any output rate), within the pad template. */
-/* FLUSH_START from either side: wake the task and a blocked chain(), then pause the task (queue's
- * sequence; the lock is not held while pausing, the task needs it to finish its iteration). */
-static void start_flushing(GstFlightBuffer *self) {
-  GstFlightBufferPrivate *priv = self->priv;
-  g_mutex_lock(&priv->lock);
-  priv->srcresult = GST_FLOW_FLUSHING;
-  wake_task(priv);
-  g_cond_broadcast(&priv->chain_cond);
-  g_mutex_unlock(&priv->lock);
-  gst_pad_pause_task(self->srcpad);
-}
-
 static gboolean answer_caps_query(GstPad *pad, GstPad *other, GstQuery *query) {
   GstCaps *filter = nullptr;
   gst_query_parse_caps(query, &filter);
@@ -471,67 +456,54 @@ static gboolean answer_caps_query(GstPad *pad, GstPad *other, GstQuery *query) {
   return TRUE;
 }
 
+/* A CAPS event going out sets the output framerate; the grid rebases at `at` (lock held). */
+static void apply_caps_framerate(GstFlightBufferPrivate *priv, GstEvent *event, GstClockTime at) {
+  if (!event || GST_EVENT_TYPE(event) != GST_EVENT_CAPS) return;
+  GstCaps *caps = nullptr;
+  gst_event_parse_caps(event, &caps);
+  gint n = 0, d = 1;
+  if (caps && !gst_caps_is_empty(caps) && structure_framerate(gst_caps_get_structure(caps, 0), &n, &d))
+    priv->playout.set_framerate(n, d, ns(at));
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* Src task                                                                                         */
 
+/* FLUSH_START from either side: wake the task and a blocked chain(), then pause the task (queue's
+ * sequence; the lock is not held while pausing, the task needs it to finish its iteration). Takes
+ * and releases the lock. */
+static void start_flushing(GstFlightBuffer *self) {
+  set_flushing(self->priv);
+  gst_pad_pause_task(self->srcpad);
+}
+
 /* Leaves pre-buffering / re-buffering (lock held). */
 static void start_output(GstFlightBuffer *self, Pending &p, const Settings &s, const char *reason, GstClockTime now) {
-  GstFlightBufferPrivate *priv = self->priv;
-  const State prev = priv->state;
-  const guint64 threshold = prev == State::PREBUFFERING ? s.prebuffer_time : s.rebuffer_time;
-  const gint64 fill = fill_of(priv);
-  priv->state = State::PLAYING;
-  priv->start_full = false;
-  if (prev == State::PREBUFFERING) {
-    priv->controller.reset(1.0);
-    priv->rate = 1.0;
-  }
-  if (prev == State::PREBUFFERING && static_cast<guint64>(fill) < threshold && !priv->frames.empty()) {
-    priv->stats.prebuffer_incomplete++;
-    gchar *text = g_strdup_printf("Pre-buffer incomplete (%s): starting with %.1fs of %.1fs", reason, to_s(fill),
-                                  to_s(threshold));
+  const dw::pacing::StartInfo info = self->priv->playout.start(reason, ns(now));
+  if (info.incomplete) {
+    gchar *text = g_strdup_printf("Pre-buffer incomplete (%s): starting with %.1fs of %.1fs", reason,
+                                  static_cast<double>(info.fill) / GST_SECOND,
+                                  static_cast<double>(info.threshold) / GST_SECOND);
     p.warning = text;
     g_free(text);
   }
-  /* Grid origin: the output starts now on the sink's timeline (it renders at pts + latency). */
-  const GstClockTime lat = wait_latency(priv);
-  GstClockTime origin = (GST_CLOCK_TIME_IS_VALID(now) && now > lat) ? now - lat : 0;
-  if (GST_CLOCK_TIME_IS_VALID(priv->last_pushed_pts)) {
-    GstClockTime after = priv->last_pushed_pts + gst_util_uint64_scale_int(GST_SECOND, priv->fps_d, priv->fps_n);
-    origin = std::max(origin, after);
-  }
-  priv->grid.reset(priv->fps_n, priv->fps_d, static_cast<gint64>(origin));
-  priv->tick = 0;
   GST_INFO_OBJECT(self, "output starts (%s) with %" GST_TIME_FORMAT " queued, grid origin %" GST_TIME_FORMAT, reason,
-                  GST_TIME_ARGS(fill), GST_TIME_ARGS(origin));
-  add_message(self, p, s, prev == State::PREBUFFERING ? "started" : "rebuffered", now, reason);
+                  GST_TIME_ARGS(info.fill), GST_TIME_ARGS(info.origin));
+  add_message(self, p, s, info.first ? "started" : "rebuffered", now, reason);
 }
 
-/* One iteration while pre-buffering or re-buffering (lock held). */
+/* One iteration while pre-buffering or re-buffering: start, or sleep until woken, the timeout or
+ * the next stats message (lock held; wait_until drops it while sleeping). */
 static void buffering_step(GstFlightBuffer *self, Pending &p, const Settings &s) {
   GstFlightBufferPrivate *priv = self->priv;
-  GstClockTime now = running_time_now_locked(self);
-  if (!priv->frames.empty() && !GST_CLOCK_TIME_IS_VALID(priv->last_input_rt)) priv->last_input_rt = now;
-  const guint64 threshold = priv->state == State::PREBUFFERING ? s.prebuffer_time : s.rebuffer_time;
-  const char *reason = nullptr;
-  if (priv->eos) {
-    reason = "eos";
-  } else if (priv->start_full || (!priv->frames.empty() && is_full(priv, s))) {
-    reason = "full";
-  } else if (!priv->frames.empty() && static_cast<guint64>(fill_of(priv)) >= threshold) {
-    reason = priv->state == State::PREBUFFERING ? "prebuffered" : "rebuffered";
-  } else if (!priv->frames.empty() && GST_CLOCK_TIME_IS_VALID(now) &&
-             GST_CLOCK_TIME_IS_VALID(priv->last_input_rt) && now >= priv->last_input_rt + s.prebuffer_timeout) {
-    reason = "timeout";
-  }
-  if (reason) {
-    start_output(self, p, s, reason, now);
+  const GstClockTime now = running_time_now_locked(self);
+  const dw::pacing::BufferingPlan plan = priv->playout.plan_buffering(ns(now));
+  if (plan.start_reason) {
+    start_output(self, p, s, plan.start_reason, now);
     return;
   }
   maybe_stats_message(self, p, s, now);
-  GstClockTime deadline = GST_CLOCK_TIME_NONE;
-  if (!priv->frames.empty() && GST_CLOCK_TIME_IS_VALID(priv->last_input_rt))
-    deadline = priv->last_input_rt + s.prebuffer_timeout;
+  GstClockTime deadline = plan.wake_at >= 0 ? static_cast<GstClockTime>(plan.wake_at) : GST_CLOCK_TIME_NONE;
   if (s.post_messages && s.stats_interval > 0 && GST_CLOCK_TIME_IS_VALID(priv->last_stats_rt)) {
     GstClockTime next = priv->last_stats_rt + s.stats_interval;
     deadline = GST_CLOCK_TIME_IS_VALID(deadline) ? std::min(deadline, next) : next;
@@ -543,162 +515,98 @@ static void buffering_step(GstFlightBuffer *self, Pending &p, const Settings &s)
   }
 }
 
-/* Takes the serialized events of frames [0, upto] (in order). */
+/* Moves the events queued before slots [0, upto] into `items`, in order (lock held). */
 static void take_events(GstFlightBufferPrivate *priv, size_t upto, std::vector<Item> &items) {
-  for (size_t i = 0; i <= upto && i < priv->frames.size(); ++i) {
-    for (GstEvent *e : priv->frames[i].before) items.push_back({e, nullptr});
-    priv->frames[i].before.clear();
+  for (size_t i = 0; i <= upto && i < priv->slots.size(); ++i) {
+    for (GstEvent *e : priv->slots[i].before) items.push_back({e, nullptr});
+    priv->slots[i].before.clear();
   }
 }
 
-/* A framerate change in pushed caps rebases the grid at `next_pts` (lock held). */
-static bool apply_caps_fps(GstFlightBufferPrivate *priv, GstEvent *event, GstClockTime next_pts) {
-  if (GST_EVENT_TYPE(event) != GST_EVENT_CAPS) return false;
-  GstCaps *caps = nullptr;
-  gst_event_parse_caps(event, &caps);
-  gint n = 0, d = 1;
-  if (!caps || gst_caps_is_empty(caps) ||
-      !gst_structure_get_fraction(gst_caps_get_structure(caps, 0), "framerate", &n, &d) || n <= 0 || d <= 0)
-    return false;
-  if (n == priv->fps_n && d == priv->fps_d) return false;
-  priv->fps_n = n;
-  priv->fps_d = d;
-  priv->grid.reset(n, d, static_cast<gint64>(next_pts));
-  priv->tick = 0;
-  return true;
+/* Grid stamps on an outgoing buffer (lock held). */
+static GstBuffer *stamp_buffer(GstFlightBufferPrivate *priv, GstBuffer *out, const dw::pacing::TickPlan &plan) {
+  out = gst_buffer_make_writable(out);
+  GST_BUFFER_PTS(out) = static_cast<GstClockTime>(plan.pts);
+  GST_BUFFER_DTS(out) = GST_CLOCK_TIME_NONE;
+  GST_BUFFER_DURATION(out) = static_cast<GstClockTime>(plan.duration);
+  const guint64 n = priv->playout.counters().frames_out;  // already counts this one
+  GST_BUFFER_OFFSET(out) = n - 1;
+  GST_BUFFER_OFFSET_END(out) = n;
+  if (priv->discont)
+    GST_BUFFER_FLAG_SET(out, GST_BUFFER_FLAG_DISCONT);
+  else
+    GST_BUFFER_FLAG_UNSET(out, GST_BUFFER_FLAG_DISCONT);
+  GST_BUFFER_FLAG_UNSET(out, GST_BUFFER_FLAG_GAP);
+  priv->discont = false;
+  return out;
 }
 
-/* One output tick (or batch of ticks); lock held on entry, released on return. */
-static void tick_step(GstFlightBuffer *self, Pending &p, const Settings &s) {
+/* Applies one tick's plan to the queued buffers and events: what goes out, in order (lock held). */
+static void apply_tick(GstFlightBufferPrivate *priv, const dw::pacing::TickPlan &plan, std::vector<Item> &items) {
+  using Action = dw::pacing::TickPlan::Action;
+  const GstClockTime next = static_cast<GstClockTime>(plan.pts + plan.duration);
+  const size_t first_item = items.size();
+  GstBuffer *out = nullptr;
+  if (plan.action == Action::Show) {
+    take_events(priv, std::max(plan.show, plan.consumed ? plan.consumed - 1 : 0), items);
+    out = gst_buffer_ref(priv->slots[plan.show].buffer);
+    gst_buffer_replace(&priv->last_frame, out);
+    for (size_t i = 0; i < plan.consumed; ++i) {
+      free_slot(priv->slots.front());
+      priv->slots.pop_front();
+    }
+    g_cond_broadcast(&priv->chain_cond);
+  } else {
+    /* Queue empty: the events after the last frame go out now. */
+    for (GstEvent *e : priv->tail_events) items.push_back({e, nullptr});
+    priv->tail_events.clear();
+    if (plan.action == Action::Repeat && priv->last_frame) out = gst_buffer_ref(priv->last_frame);
+  }
+  /* Caps going out with this tick set the framerate from the next tick on. */
+  for (size_t i = first_item; i < items.size(); ++i) apply_caps_framerate(priv, items[i].event, next);
+  if (out) items.push_back({nullptr, stamp_buffer(priv, out, plan)});
+}
+
+/* Plans up to batch-size ticks at `now` (lock held). */
+static void plan_batch(GstFlightBuffer *self, Pending &p, const Settings &s, GstClockTime now, Batch &batch) {
   GstFlightBufferPrivate *priv = self->priv;
-  const GstClockTime lat = wait_latency(priv);
-  GstClockTime target = static_cast<GstClockTime>(priv->grid.time(priv->tick)) + lat;
-  GstClockReturn wret = wait_until(self, target);
-  if (priv->srcresult != GST_FLOW_OK || !priv->playing || wret == GST_CLOCK_UNSCHEDULED) {
-    g_mutex_unlock(&priv->lock);
-    return;
-  }
-  GstClockTime now = running_time_now_locked(self);
-  /* More than a tick late (downstream blocked us): skip to the current tick, content stays. */
-  if (GST_CLOCK_TIME_IS_VALID(now) && now > target + priv->grid.duration(priv->tick)) {
-    guint64 cur = priv->grid.index_at_or_after(static_cast<gint64>(now - lat));
-    if (cur > priv->tick + 1) {
-      priv->stats.late_ticks += cur - 1 - priv->tick;
-      priv->tick = cur - 1;
+  using Action = dw::pacing::TickPlan::Action;
+  const guint n = std::max(1u, s.batch_size);
+  for (guint k = 0; k < n; ++k) {
+    /* Caps that go out with this tick set its framerate: rebase the grid here, before planning. */
+    const GstClockTime at = static_cast<GstClockTime>(priv->playout.next_tick_time());
+    for (GstEvent *e : priv->slots.empty() ? priv->tail_events : priv->slots.front().before)
+      apply_caps_framerate(priv, e, at);
+    const dw::pacing::TickPlan plan = priv->playout.plan_tick(ns(now));
+    apply_tick(priv, plan, batch.items);
+    if (plan.event) {
+      GST_DEBUG_OBJECT(self, "%s at %" GST_TIME_FORMAT, plan.event, GST_TIME_ARGS(plan.pts));
+      add_message(self, p, s, plan.event, now);
     }
-  }
-
-  std::vector<Item> items;
-  bool push_eos_done = false;
-  const guint batch = std::max(1u, s.batch_size);
-  const double now_s = GST_CLOCK_TIME_IS_VALID(now) ? to_s(now) : 0.0;
-  for (guint k = 0; k < batch; ++k) {
-    /* Caps that go out with this tick set its framerate: rebase the grid here, before stamping. */
-    for (GstEvent *e : priv->frames.empty() ? priv->tail_events : priv->frames.front().before)
-      apply_caps_fps(priv, e, static_cast<GstClockTime>(priv->grid.time(priv->tick)));
-    const GstClockTime pts = static_cast<GstClockTime>(priv->grid.time(priv->tick));
-    const GstClockTime dur = static_cast<GstClockTime>(priv->grid.duration(priv->tick));
-    GstBuffer *out = nullptr;
-    bool rebased = false;
-    if (priv->frames.empty()) {
-      for (GstEvent *e : priv->tail_events) {
-        rebased |= apply_caps_fps(priv, e, pts + dur);
-        items.push_back({e, nullptr});
-      }
-      priv->tail_events.clear();
-      if (priv->eos) {
-        priv->state = State::DONE;
-        push_eos_done = true;
-        break;
-      }
-      if (priv->state == State::PLAYING) {
-        priv->stats.underruns++;
-        priv->state = s.underrun_policy == GST_FLIGHT_BUFFER_UNDERRUN_PAUSE ? State::REBUFFERING : State::UNDERRUN;
-        GST_DEBUG_OBJECT(self, "underrun at %" GST_TIME_FORMAT, GST_TIME_ARGS(pts));
-        add_message(self, p, s, "underrun", now);
-      }
-      if (priv->state == State::REBUFFERING) break;
-      if (priv->last_frame) {
-        out = gst_buffer_ref(priv->last_frame);
-        priv->stats.frames_repeated++;
-      }
-    } else {
-      if (priv->state == State::UNDERRUN) {
-        priv->state = State::PLAYING;
-        add_message(self, p, s, "recovered", now);
-      }
-      if (s.adaptive) {
-        dw::pacing::ControllerParams cp;
-        cp.target_fill_s = to_s(s.target_fill);
-        cp.min_rate = s.min_rate;
-        cp.max_rate = s.max_rate;
-        cp.max_change_per_s = s.max_rate_change;
-        cp.correction_time_s = CORRECTION_TIME_S;
-        priv->controller.set_params(cp);
-        priv->rate = priv->controller.update(to_s(dur), to_s(fill_of(priv)), priv->input_rate.rate(now_s));
-      } else {
-        priv->controller.reset(1.0);
-        priv->rate = 1.0;
-      }
-      const gint64 advance = std::llround(priv->rate * static_cast<double>(dur));
-      dw::pacing::Step step = dw::pacing::plan_step(
-          priv->frames.size(), [priv](size_t i) { return priv->frames[i].duration; }, priv->offset, advance);
-      take_events(priv, step.show, items);
-      for (const Item &it : items) rebased |= it.event && apply_caps_fps(priv, it.event, pts + dur);
-      Frame &shown = priv->frames[step.show];
-      out = gst_buffer_ref(shown.buffer);
-      shown.shown = true;
-      gst_buffer_replace(&priv->last_frame, shown.buffer);
-      for (size_t i = 0; i < step.consumed; ++i) {
-        Frame &f = priv->frames.front();
-        if (!f.shown) priv->stats.frames_skipped++;
-        priv->total -= f.duration;
-        for (GstEvent *e : f.before) items.push_back({e, nullptr});  // none left (taken above) unless skipped past
-        f.before.clear();
-        free_frame(f);
-        priv->frames.pop_front();
-      }
-      priv->offset = priv->frames.empty() ? 0 : step.offset;
-      if (priv->frames.empty()) priv->total = 0;
-      g_cond_broadcast(&priv->chain_cond);
+    if (plan.action == Action::Eos) {
+      batch.eos = true;
+      break;
     }
-    if (out) {
-      out = gst_buffer_make_writable(out);
-      GST_BUFFER_PTS(out) = pts;
-      GST_BUFFER_DTS(out) = GST_CLOCK_TIME_NONE;
-      GST_BUFFER_DURATION(out) = dur;
-      GST_BUFFER_OFFSET(out) = priv->stats.frames_out;
-      GST_BUFFER_OFFSET_END(out) = priv->stats.frames_out + 1;
-      if (priv->discont)
-        GST_BUFFER_FLAG_SET(out, GST_BUFFER_FLAG_DISCONT);
-      else
-        GST_BUFFER_FLAG_UNSET(out, GST_BUFFER_FLAG_DISCONT);
-      GST_BUFFER_FLAG_UNSET(out, GST_BUFFER_FLAG_GAP);
-      priv->discont = false;
-      priv->stats.frames_out++;
-      priv->output_rate.add(now_s, 1.0);
-      priv->last_pushed_pts = pts;
-      items.push_back({nullptr, out});
-    }
-    if (!rebased) priv->tick++;
+    if (priv->playout.buffering()) break;
   }
   maybe_stats_message(self, p, s, now);
-  g_mutex_unlock(&priv->lock);
+}
 
-  /* Push in order; consecutive buffers of a batch go out as one list. */
+/* Pushes a planned batch in order; consecutive buffers go out as one list when batch-size > 1
+ * (lock NOT held). */
+static GstFlowReturn push_batch(GstFlightBuffer *self, Batch &batch, guint batch_size) {
   GstFlowReturn ret = GST_FLOW_OK;
   GstBufferList *list = nullptr;
   auto flush_list = [&]() {
     if (!list) return;
     GstBufferList *l = list;
     list = nullptr;
-    if (ret == GST_FLOW_OK) {
+    if (ret == GST_FLOW_OK)
       ret = gst_pad_push_list(self->srcpad, l);
-    } else {
+    else
       gst_buffer_list_unref(l);
-    }
   };
-  for (Item &it : items) {
+  for (Item &it : batch.items) {
     if (it.event) {
       flush_list();
       if (ret == GST_FLOW_OK || GST_EVENT_IS_STICKY(it.event)) {
@@ -707,8 +615,8 @@ static void tick_step(GstFlightBuffer *self, Pending &p, const Settings &s) {
       } else {
         gst_event_unref(it.event);
       }
-    } else if (batch > 1) {
-      if (!list) list = gst_buffer_list_new_sized(batch);
+    } else if (batch_size > 1) {
+      if (!list) list = gst_buffer_list_new_sized(batch_size);
       gst_buffer_list_add(list, it.buffer);
     } else if (ret == GST_FLOW_OK) {
       ret = gst_pad_push(self->srcpad, it.buffer);
@@ -716,191 +624,215 @@ static void tick_step(GstFlightBuffer *self, Pending &p, const Settings &s) {
       gst_buffer_unref(it.buffer);
     }
   }
+  batch.items.clear();
   flush_list();
-  if (push_eos_done && ret == GST_FLOW_OK) ret = GST_FLOW_EOS;
+  if (batch.eos && ret == GST_FLOW_OK) ret = GST_FLOW_EOS;
+  return ret;
+}
 
-  if (ret != GST_FLOW_OK) {
-    g_mutex_lock(&priv->lock);
-    if (priv->srcresult == GST_FLOW_OK) priv->srcresult = ret;
-    g_cond_broadcast(&priv->chain_cond);
-    g_mutex_unlock(&priv->lock);
-    GST_DEBUG_OBJECT(self, "pausing task: %s", gst_flow_get_name(ret));
-    gst_pad_pause_task(self->srcpad);
-    if (!push_eos_done && (ret == GST_FLOW_NOT_LINKED || ret < GST_FLOW_EOS)) {
-      GST_ELEMENT_FLOW_ERROR(self, ret);
-      gst_pad_push_event(self->srcpad, gst_event_new_eos());
-    }
+/* After a push that did not return OK: record it, pause the task, and error out on a fatal flow
+ * (queue's sequence; takes and releases the lock). */
+static void pause_on_flow(GstFlightBuffer *self, GstFlowReturn ret, bool eos_pushed) {
+  GstFlightBufferPrivate *priv = self->priv;
+  g_mutex_lock(&priv->lock);
+  if (priv->srcresult == GST_FLOW_OK) priv->srcresult = ret;
+  g_cond_broadcast(&priv->chain_cond);
+  g_mutex_unlock(&priv->lock);
+  GST_DEBUG_OBJECT(self, "pausing task: %s", gst_flow_get_name(ret));
+  gst_pad_pause_task(self->srcpad);
+  if (!eos_pushed && (ret == GST_FLOW_NOT_LINKED || ret < GST_FLOW_EOS)) {
+    GST_ELEMENT_FLOW_ERROR(self, ret);
+    gst_pad_push_event(self->srcpad, gst_event_new_eos());
   }
+}
+
+/* What the task does this iteration, decided under the lock. */
+enum class Step { Pause, Idle, Buffered, Push };
+
+/* Runs the locked part of one iteration: waits for the state, buffers, or waits for the next tick
+ * and plans it (takes and releases the lock). */
+static Step locked_iteration(GstFlightBuffer *self, Pending &p, const Settings &s, Batch &batch) {
+  GstFlightBufferPrivate *priv = self->priv;
+  Locked lock(&priv->lock);
+  priv->playout.set_params(playout_params(s));
+  if (priv->srcresult != GST_FLOW_OK) return Step::Pause;
+  if (!priv->playing || priv->playout.state() == dw::pacing::PlayoutState::Done) {
+    g_cond_wait(&priv->task_cond, &priv->lock);
+    return Step::Idle;
+  }
+  if (priv->playout.buffering()) {
+    buffering_step(self, p, s);
+    return Step::Buffered;
+  }
+  const GstClockReturn wret = wait_until(self, static_cast<GstClockTime>(priv->playout.next_tick_deadline()));
+  if (priv->srcresult != GST_FLOW_OK || !priv->playing || wret == GST_CLOCK_UNSCHEDULED) return Step::Idle;
+  plan_batch(self, p, s, running_time_now_locked(self), batch);
+  return Step::Push;
 }
 
 static void gst_flight_buffer_loop(GstPad *pad) {
   auto *self = GST_FLIGHT_BUFFER(GST_PAD_PARENT(pad));
-  GstFlightBufferPrivate *priv = self->priv;
   const Settings s = settings_snapshot(self);
   Pending p;
-  g_mutex_lock(&priv->lock);
-  if (priv->srcresult != GST_FLOW_OK) {
-    g_mutex_unlock(&priv->lock);
-    GST_DEBUG_OBJECT(self, "pausing task: %s", gst_flow_get_name(priv->srcresult));
+  Batch batch;
+  Step step = Step::Pause;
+  try {
+    step = locked_iteration(self, p, s, batch);
+  } catch (const std::exception &e) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Pacing failed: %s", e.what()), (nullptr));
+    pause_on_flow(self, GST_FLOW_ERROR, true);
+    return;
+  }
+  if (step == Step::Pause) {
+    GST_DEBUG_OBJECT(self, "pausing task");
     gst_pad_pause_task(pad);
     return;
   }
-  if (!priv->playing || priv->state == State::DONE) {
-    g_cond_wait(&priv->task_cond, &priv->lock);
-    g_mutex_unlock(&priv->lock);
-    return;
-  }
-  if (buffering(priv->state)) {
-    buffering_step(self, p, s);
-    g_mutex_unlock(&priv->lock);
-  } else {
-    tick_step(self, p, s);  // unlocks
-  }
   flush_pending(self, p);
+  if (step != Step::Push) return;
+  const GstFlowReturn ret = push_batch(self, batch, std::max(1u, s.batch_size));
+  if (ret != GST_FLOW_OK) pause_on_flow(self, ret, batch.eos);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Sink pad                                                                                         */
 
-/* Overrun with drop-inbetween: drops one frame (lock held). Returns true when the incoming frame
- * itself is the one to drop. */
-static bool drop_one(GstFlightBuffer *self, bool incoming_keyframe) {
-  GstFlightBufferPrivate *priv = self->priv;
-  auto remove_at = [priv](size_t i) {
-    Frame &f = priv->frames[i];
-    /* Its events still go out, before the next frame. */
-    if (i + 1 < priv->frames.size()) {
-      auto &next = priv->frames[i + 1].before;
-      next.insert(next.begin(), f.before.begin(), f.before.end());
-    } else {
-      priv->tail_events.insert(priv->tail_events.begin(), f.before.begin(), f.before.end());
-    }
-    f.before.clear();
-    if (i == 0) {
-      priv->total -= priv->offset;
-      priv->offset = 0;
-    }
-    priv->total -= f.duration;
-    free_frame(f);
-    priv->frames.erase(priv->frames.begin() + static_cast<long>(i));
-  };
-  /* The head may be on screen now: prefer later frames. */
-  for (size_t i = 1; i < priv->frames.size(); ++i) {
-    if (!priv->frames[i].keyframe) {
-      remove_at(i);
-      priv->stats.dropped_inbetweens++;
-      return false;
-    }
+/* The Playout's description of an incoming buffer: duration, keyframe, discontinuity, identity. */
+static dw::pacing::QueuedFrame describe(GstBuffer *buffer) {
+  dw::pacing::QueuedFrame f;
+  f.pts = ns(GST_BUFFER_PTS(buffer));
+  if (GST_BUFFER_DURATION_IS_VALID(buffer) && GST_BUFFER_DURATION(buffer) > 0)
+    f.duration = static_cast<int64_t>(std::min<guint64>(GST_BUFFER_DURATION(buffer), G_MAXINT64));
+  f.discont = GST_BUFFER_FLAG_IS_SET(buffer, GST_BUFFER_FLAG_DISCONT);
+  /* Same memory = same picture (a buffer pushed again, or a shallow copy of it). */
+  if (gst_buffer_n_memory(buffer) > 0)
+    f.key.identity = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(gst_buffer_peek_memory(buffer, 0)));
+  if (const DwFrameMeta *meta = dw_buffer_get_frame_meta(buffer)) {
+    f.keyframe = meta->kind != DW_FRAME_KIND_INBETWEEN;
+    f.key.has_meta = true;
+    f.key.kind = meta->kind;
+    f.key.index = meta->keyframe_index;
+    f.key.position = meta->position;
   }
-  if (!priv->frames.empty() && !priv->frames[0].keyframe) {
-    remove_at(0);
-    priv->stats.dropped_inbetweens++;
-    return false;
-  }
-  if (!incoming_keyframe) {
-    priv->stats.dropped_inbetweens++;
-    return true;
-  }
-  if (priv->frames.size() > 1) {
-    remove_at(1);
-  } else if (!priv->frames.empty()) {
-    remove_at(0);
-  } else {
-    priv->stats.dropped_keyframes++;
-    return true;
-  }
-  priv->stats.dropped_keyframes++;
-  return false;
+  return f;
 }
 
-static GstFlowReturn gst_flight_buffer_chain(GstPad *pad, GstObject *parent, GstBuffer *buffer) {
-  auto *self = GST_FLIGHT_BUFFER(parent);
+/* Makes room (drop-inbetween) or blocks while the queue is full (lock held; g_cond_wait drops it).
+ * Returns OK to enqueue, a flow to return, or GST_FLOW_CUSTOM_SUCCESS when the incoming buffer is
+ * the one dropped. */
+static GstFlowReturn wait_for_room(GstFlightBuffer *self, bool keyframe) {
   GstFlightBufferPrivate *priv = self->priv;
-  const Settings s = settings_snapshot(self);
-  const GstClockTime now = running_time_now(self);
-
-  DwFrameMeta *meta = dw_buffer_get_frame_meta(buffer);
-  const bool keyframe = !meta || meta->kind != DW_FRAME_KIND_INBETWEEN;
-  const GstClockTime pts = GST_BUFFER_PTS(buffer);
-
-  g_mutex_lock(&priv->lock);
-  if (priv->srcresult != GST_FLOW_OK) goto out_flushing;
-  if (priv->eos) goto out_eos;
-
-  /* The previous frame's content ends where this one starts (when it had no duration). */
-  if (!priv->frames.empty()) {
-    Frame &tail = priv->frames.back();
-    if (tail.provisional && GST_CLOCK_TIME_IS_VALID(pts) && GST_CLOCK_TIME_IS_VALID(tail.pts) && pts > tail.pts) {
-      gint64 d = static_cast<gint64>(pts - tail.pts);
-      if (s.max_size_time > 0) d = std::min<gint64>(d, static_cast<gint64>(s.max_size_time));
-      priv->total += d - tail.duration;
-      tail.duration = d;
-      tail.provisional = false;
-    }
-  }
-
-  while (is_full(priv, s)) {
-    if (buffering(priv->state)) {
+  using Action = dw::pacing::OverrunPlan::Action;
+  while (priv->playout.full()) {
+    if (priv->playout.buffering()) {
       /* Never wait for a pre-buffer the queue cannot hold: start with what there is. */
-      priv->start_full = true;
+      priv->playout.mark_full_while_buffering();
       wake_task(priv);
     }
-    if (s.overrun_policy == GST_FLIGHT_BUFFER_OVERRUN_DROP_INBETWEEN) {
-      if (drop_one(self, keyframe)) {
-        GST_LOG_OBJECT(self, "full: dropping incoming frame");
-        g_mutex_unlock(&priv->lock);
-        gst_buffer_unref(buffer);
-        return GST_FLOW_OK;
-      }
+    const dw::pacing::OverrunPlan plan = priv->playout.on_full(keyframe);
+    if (plan.action == Action::DropIncoming) return GST_FLOW_CUSTOM_SUCCESS;
+    if (plan.action == Action::DroppedQueued) {
+      /* Its events still go out, before the next frame. */
+      Slot &gone = priv->slots[plan.index];
+      auto &next = plan.index + 1 < priv->slots.size() ? priv->slots[plan.index + 1].before : priv->tail_events;
+      next.insert(next.begin(), gone.before.begin(), gone.before.end());
+      gone.before.clear();
+      free_slot(gone);
+      priv->slots.erase(priv->slots.begin() + static_cast<std::ptrdiff_t>(plan.index));
       continue;
     }
     GST_LOG_OBJECT(self, "full: blocking upstream");
     g_cond_wait(&priv->chain_cond, &priv->lock);
-    if (priv->srcresult != GST_FLOW_OK) goto out_flushing;
+    if (priv->srcresult != GST_FLOW_OK) return priv->srcresult;
   }
-
-  {
-    Frame f;
-    f.buffer = buffer;
-    f.pts = pts;
-    f.keyframe = keyframe;
-    if (GST_BUFFER_DURATION_IS_VALID(buffer) && GST_BUFFER_DURATION(buffer) > 0) {
-      f.duration = static_cast<gint64>(GST_BUFFER_DURATION(buffer));
-    } else {
-      f.duration = static_cast<gint64>(gst_util_uint64_scale_int(GST_SECOND, priv->fps_d, priv->fps_n));
-      f.provisional = true;
-    }
-    f.before = std::move(priv->tail_events);
-    priv->tail_events.clear();
-    priv->total += f.duration;
-    priv->stats.frames_in++;
-    if (GST_CLOCK_TIME_IS_VALID(now)) {
-      priv->input_rate.add(to_s(now), to_s(f.duration));
-      priv->last_input_rt = now;
-    }
-    priv->frames.push_back(std::move(f));
-  }
-  if (buffering(priv->state)) wake_task(priv);
-  g_mutex_unlock(&priv->lock);
   return GST_FLOW_OK;
-
-out_flushing : {
-  GstFlowReturn ret = priv->srcresult;
-  g_mutex_unlock(&priv->lock);
-  GST_LOG_OBJECT(self, "refusing buffer: %s", gst_flow_get_name(ret));
-  gst_buffer_unref(buffer);
-  return ret;
 }
-out_eos:
-  g_mutex_unlock(&priv->lock);
-  gst_buffer_unref(buffer);
-  return GST_FLOW_EOS;
+
+/* Enqueues `buffer` (takes it) once there is room (takes and releases the lock). */
+static GstFlowReturn enqueue(GstFlightBuffer *self, GstBuffer *buffer, const Settings &s, GstClockTime now) {
+  GstFlightBufferPrivate *priv = self->priv;
+  dw::pacing::QueuedFrame f = describe(buffer);
+  Locked lock(&priv->lock);
+  priv->playout.set_params(playout_params(s));
+  GstFlowReturn ret = priv->srcresult;
+  if (ret == GST_FLOW_OK && priv->playout.eos()) ret = GST_FLOW_EOS;
+  if (ret == GST_FLOW_OK) {
+    priv->playout.admit(f, ns(now));
+    ret = wait_for_room(self, f.keyframe);
+  }
+  if (ret != GST_FLOW_OK) {
+    GST_LOG_OBJECT(self, "not queueing buffer: %s", gst_flow_get_name(ret));
+    gst_buffer_unref(buffer);
+    return ret == GST_FLOW_CUSTOM_SUCCESS ? GST_FLOW_OK : ret;
+  }
+  priv->playout.push(f, ns(now));
+  Slot slot;
+  slot.buffer = buffer;
+  slot.before = std::move(priv->tail_events);
+  priv->tail_events.clear();
+  priv->slots.push_back(std::move(slot));
+  if (priv->playout.buffering()) wake_task(priv);
+  return GST_FLOW_OK;
+}
+
+static GstFlowReturn gst_flight_buffer_chain(GstPad *pad, GstObject *parent, GstBuffer *buffer) {
+  auto *self = GST_FLIGHT_BUFFER(parent);
+  try {
+    return enqueue(self, buffer, settings_snapshot(self), running_time_now(self));
+  } catch (const std::exception &e) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Queueing failed: %s", e.what()), (nullptr));
+    return GST_FLOW_ERROR;
+  }
 }
 
 static void start_task_if_active(GstFlightBuffer *self) {
   if (gst_pad_is_active(self->srcpad))
     gst_pad_start_task(self->srcpad, reinterpret_cast<GstTaskFunction>(gst_flight_buffer_loop), self->srcpad,
                        nullptr);
+}
+
+/* Caps with the output framerate for a CAPS event (no lock: queries downstream). */
+static GstEvent *output_caps_event(GstFlightBuffer *self, GstEvent *event, const Settings &s) {
+  GstCaps *in = nullptr;
+  gst_event_parse_caps(event, &in);
+  GstCaps *out = output_caps_for(self, in, s);
+  GstEvent *ev = gst_event_new_caps(out);
+  gst_event_set_seqnum(ev, gst_event_get_seqnum(event));
+  gst_caps_unref(out);
+  gst_event_unref(event);
+  return ev;
+}
+
+/* Queues a serialized event behind the frames already queued (takes and releases the lock). The
+ * first segment becomes one TIME segment from 0 (output is re-timestamped in running time); later
+ * ones are dropped. */
+static gboolean queue_serialized_event(GstFlightBuffer *self, GstEvent *event) {
+  GstFlightBufferPrivate *priv = self->priv;
+  if (GST_EVENT_TYPE(event) == GST_EVENT_CAPS) event = output_caps_event(self, event, settings_snapshot(self));
+  Locked lock(&priv->lock);
+  if (priv->srcresult != GST_FLOW_OK || priv->playout.eos()) {
+    GST_DEBUG_OBJECT(self, "refusing %" GST_PTR_FORMAT, event);
+    gst_event_unref(event);
+    return FALSE;
+  }
+  if (GST_EVENT_TYPE(event) == GST_EVENT_SEGMENT) {
+    if (priv->segment_sent) {
+      gst_event_unref(event);
+      return TRUE;
+    }
+    GstSegment seg;
+    gst_segment_init(&seg, GST_FORMAT_TIME);
+    GstEvent *ev = gst_event_new_segment(&seg);
+    gst_event_set_seqnum(ev, gst_event_get_seqnum(event));
+    gst_event_unref(event);
+    event = ev;
+    priv->segment_sent = true;
+  } else if (GST_EVENT_TYPE(event) == GST_EVENT_EOS) {
+    priv->playout.set_eos();
+  }
+  priv->tail_events.push_back(event);
+  wake_task(priv);
+  return TRUE;
 }
 
 static gboolean gst_flight_buffer_sink_event(GstPad *pad, GstObject *parent, GstEvent *event) {
@@ -924,47 +856,12 @@ static gboolean gst_flight_buffer_sink_event(GstPad *pad, GstObject *parent, Gst
       break;
   }
   if (!GST_EVENT_IS_SERIALIZED(event)) return gst_pad_push_event(self->srcpad, event);
-
-  const Settings s = settings_snapshot(self);
-  if (GST_EVENT_TYPE(event) == GST_EVENT_CAPS) {
-    GstCaps *in = nullptr;
-    gst_event_parse_caps(event, &in);
-    GstCaps *out = output_caps_for(self, in, s);
-    GstEvent *ev = gst_event_new_caps(out);
-    gst_event_set_seqnum(ev, gst_event_get_seqnum(event));
-    gst_caps_unref(out);
-    gst_event_unref(event);
-    event = ev;
-  }
-
-  g_mutex_lock(&priv->lock);
-  if (priv->srcresult != GST_FLOW_OK || priv->eos) {
-    g_mutex_unlock(&priv->lock);
-    GST_DEBUG_OBJECT(self, "refusing %" GST_PTR_FORMAT, event);
-    gst_event_unref(event);
+  try {
+    return queue_serialized_event(self, event);
+  } catch (const std::exception &e) {
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Queueing an event failed: %s", e.what()), (nullptr));
     return FALSE;
   }
-  if (GST_EVENT_TYPE(event) == GST_EVENT_SEGMENT) {
-    /* Output is re-timestamped in running time: one TIME segment from 0 replaces the input's. */
-    if (priv->segment_sent) {
-      g_mutex_unlock(&priv->lock);
-      gst_event_unref(event);
-      return TRUE;
-    }
-    GstSegment seg;
-    gst_segment_init(&seg, GST_FORMAT_TIME);
-    GstEvent *ev = gst_event_new_segment(&seg);
-    gst_event_set_seqnum(ev, gst_event_get_seqnum(event));
-    gst_event_unref(event);
-    event = ev;
-    priv->segment_sent = true;
-  } else if (GST_EVENT_TYPE(event) == GST_EVENT_EOS) {
-    priv->eos = true;
-  }
-  priv->tail_events.push_back(event);
-  wake_task(priv);
-  g_mutex_unlock(&priv->lock);
-  return TRUE;
 }
 
 static gboolean gst_flight_buffer_sink_query(GstPad *pad, GstObject *parent, GstQuery *query) {
@@ -979,11 +876,7 @@ static gboolean gst_flight_buffer_sink_activate_mode(GstPad *pad, GstObject *par
   GstFlightBufferPrivate *priv = self->priv;
   if (mode != GST_PAD_MODE_PUSH) return FALSE;
   if (!active) {
-    g_mutex_lock(&priv->lock);
-    priv->srcresult = GST_FLOW_FLUSHING;
-    wake_task(priv);
-    g_cond_broadcast(&priv->chain_cond);
-    g_mutex_unlock(&priv->lock);
+    set_flushing(priv);
     /* Wait for a running chain() to leave. */
     GST_PAD_STREAM_LOCK(pad);
     GST_PAD_STREAM_UNLOCK(pad);
@@ -1005,11 +898,7 @@ static gboolean gst_flight_buffer_src_activate_mode(GstPad *pad, GstObject *pare
     g_mutex_unlock(&priv->lock);
     return gst_pad_start_task(pad, reinterpret_cast<GstTaskFunction>(gst_flight_buffer_loop), pad, nullptr);
   }
-  g_mutex_lock(&priv->lock);
-  priv->srcresult = GST_FLOW_FLUSHING;
-  wake_task(priv);
-  g_cond_broadcast(&priv->chain_cond);
-  g_mutex_unlock(&priv->lock);
+  set_flushing(priv);
   return gst_pad_stop_task(pad);
 }
 
@@ -1035,8 +924,7 @@ static gboolean gst_flight_buffer_src_event(GstPad *pad, GstObject *parent, GstE
       GstClockTime latency = 0;
       gst_event_parse_latency(event, &latency);
       g_mutex_lock(&priv->lock);
-      priv->pipeline_latency = latency;
-      priv->have_latency = true;
+      priv->playout.set_latency(static_cast<int64_t>(latency));
       g_mutex_unlock(&priv->lock);
       GST_DEBUG_OBJECT(self, "pipeline latency %" GST_TIME_FORMAT, GST_TIME_ARGS(latency));
       return gst_pad_push_event(self->sinkpad, event);
@@ -1071,10 +959,10 @@ static gboolean gst_flight_buffer_src_query(GstPad *pad, GstObject *parent, GstQ
       gst_query_parse_position(query, &format, nullptr);
       if (format != GST_FORMAT_TIME) return FALSE;
       g_mutex_lock(&priv->lock);
-      GstClockTime pos = priv->last_pushed_pts;
+      const int64_t pos = priv->playout.last_pts();
       g_mutex_unlock(&priv->lock);
-      if (!GST_CLOCK_TIME_IS_VALID(pos)) return FALSE;
-      gst_query_set_position(query, GST_FORMAT_TIME, static_cast<gint64>(pos));
+      if (pos < 0) return FALSE;
+      gst_query_set_position(query, GST_FORMAT_TIME, pos);
       return TRUE;
     }
     case GST_QUERY_SEGMENT: {
@@ -1106,10 +994,9 @@ static GstStateChangeReturn gst_flight_buffer_change_state(GstElement *element, 
         GST_WARNING_OBJECT(self, "prebuffer-time is above max-size-time: output will start when the queue is full");
       g_mutex_lock(&priv->lock);
       reset_queue(self, true);
-      priv->fps_n = s.fps_n;
-      priv->fps_d = s.fps_d;
-      priv->have_latency = false;
-      priv->pipeline_latency = 0;
+      priv->playout.set_params(playout_params(s));
+      priv->playout.set_framerate(s.fps_n, s.fps_d);
+      priv->playout.set_latency(0);
       g_mutex_unlock(&priv->lock);
       break;
     }
@@ -1182,7 +1069,7 @@ static void gst_flight_buffer_set_property(GObject *object, guint prop_id, const
   GstFlightBufferPrivate *priv = self->priv;
   g_mutex_lock(&priv->lock);
   g_cond_broadcast(&priv->chain_cond);
-  if (buffering(priv->state)) wake_task(priv);
+  if (priv->playout.buffering()) wake_task(priv);
   g_mutex_unlock(&priv->lock);
 }
 
@@ -1192,7 +1079,7 @@ static void gst_flight_buffer_get_property(GObject *object, guint prop_id, GValu
     const Settings s = settings_snapshot(self);
     GstClockTime now = running_time_now(self);
     g_mutex_lock(&self->priv->lock);
-    GstStructure *st = build_stats(self, "application/x-flightbuffer-stats", s, now);
+    GstStructure *st = build_stats(self, DW_STATS_FLIGHTBUFFER_NAME, s, now);
     g_mutex_unlock(&self->priv->lock);
     g_value_take_boxed(value, st);
     return;
@@ -1254,15 +1141,8 @@ static void gst_flight_buffer_init(GstFlightBuffer *self) {
   gst_element_add_pad(GST_ELEMENT(self), self->srcpad);
 }
 
-static void gst_flight_buffer_class_init(GstFlightBufferClass *klass) {
-  GObjectClass *gobject_class = G_OBJECT_CLASS(klass);
-  GstElementClass *element_class = GST_ELEMENT_CLASS(klass);
-
-  gobject_class->set_property = gst_flight_buffer_set_property;
-  gobject_class->get_property = gst_flight_buffer_get_property;
-  gobject_class->finalize = gst_flight_buffer_finalize;
-  element_class->change_state = GST_DEBUG_FUNCPTR(gst_flight_buffer_change_state);
-
+/* Queue and buffering properties. */
+static void install_queue_properties(GObjectClass *gobject_class) {
   const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
   const GParamFlags rw_ready = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_READY);
   const GParamFlags rw_playing = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
@@ -1297,6 +1177,13 @@ static void gst_flight_buffer_class_init(GstFlightBufferClass *klass) {
                           "With underrun-policy=pause: content (ns) to queue again before output resumes "
                           "after an underrun",
                           0, G_MAXUINT64, DEFAULT_REBUFFER_TIME, rw_playing));
+}
+
+/* Output, rate and reporting properties. */
+static void install_output_properties(GObjectClass *gobject_class) {
+  const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
+  const GParamFlags rw_ready = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_READY);
+  const GParamFlags rw_playing = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
   /* output-fps: the output grid. */
   g_object_class_install_property(gobject_class, PROP_OUTPUT_FPS,
       gst_param_spec_fraction("output-fps", "Output rate (frames/s)",
@@ -1357,10 +1244,24 @@ static void gst_flight_buffer_class_init(GstFlightBufferClass *klass) {
       g_param_spec_boxed("stats", "Statistics",
                          "application/x-flightbuffer-stats: state (prebuffering/playing/underrun/eos), fill-time "
                          "(ns), fill-frames, prebuffer-time, target-fill, max-size-time (ns), input-rate (content "
-                         "s/s, -1 unknown), output-rate (frames/s), output-fps, playback-rate, frames-in, "
-                         "frames-out, frames-repeated, frames-skipped, underruns, drops, dropped-inbetweens, "
-                         "dropped-keyframes, late-ticks, prebuffer-incomplete, running-time",
+                         "s/s, -1 unknown), output-rate (frames/s), distinct-rate (new pictures/s: repeats not "
+                         "counted), output-fps, playback-rate, frames-in, frames-out, frames-distinct, "
+                         "frames-repeated, frames-skipped, underruns, drops, dropped-inbetweens, "
+                         "dropped-keyframes, late-ticks, prebuffer-incomplete, discontinuities, running-time",
                          GST_TYPE_STRUCTURE, static_cast<GParamFlags>(G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
+}
+
+static void gst_flight_buffer_class_init(GstFlightBufferClass *klass) {
+  GObjectClass *gobject_class = G_OBJECT_CLASS(klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS(klass);
+
+  gobject_class->set_property = gst_flight_buffer_set_property;
+  gobject_class->get_property = gst_flight_buffer_get_property;
+  gobject_class->finalize = gst_flight_buffer_finalize;
+  element_class->change_state = GST_DEBUG_FUNCPTR(gst_flight_buffer_change_state);
+
+  install_queue_properties(gobject_class);
+  install_output_properties(gobject_class);
 
   gst_element_class_add_static_pad_template(element_class, &sink_template);
   gst_element_class_add_static_pad_template(element_class, &src_template);

@@ -1,25 +1,38 @@
 /* vaeinterp
  *
  * Turns a stream of keyframes (variable framerate, e.g. from comfykeyframesrc) into a smooth stream:
- * for each new keyframe B, with the previous keyframe A, it pushes A and then the frames in between
- * A and B, decoded from slerp(latent(A), latent(B), t) by a dw::latent::Codec (TAESD, a TorchScript
- * VAE, or a plain pixel crossfade with backend=blend). B then opens the next pair (or is pushed at
- * EOS).
+ * for each new keyframe B, with the previous keyframe A, it pushes A (bit-exact) and then the frames
+ * in between, made by a dw::interp::PairInterpolator; B then opens the next pair (or is pushed at EOS).
+ *
+ * What it delegates where (this file is glue: pads, caps, properties, the worker, messages):
+ *  - lib/interp/plan.h: PairPlanner decides per pair how many in-betweens, their t, timestamps and
+ *    durations, whether the pair is a discontinuity (DISCONT keyframe or a gap much longer than the
+ *    keyframe period: a short transition of max-gap-transition instead of seconds of interpolation),
+ *    and the keyframe period behind the latency query.
+ *  - lib/interp/backend.h: which backend `backend=auto` means, whether the settings can work, and
+ *    making it: flow (flow.h, OpenCV DIS optical flow), vfi (vfi.h, a RIFE/FILM TorchScript model),
+ *    or the latent codecs of lib/latent (taesd, torchscript, blend) through latent_pair.h with
+ *    residual carry.
+ *  - gst/dwframe.h: GstBuffer <-> dw::Image; gst/dwmeta.h: keyframe facts; gst/dwstats.h: names.
  *
  * Threads and locks (see docs/architecture.md and docs/elements/vaeinterp.md):
  *  - chain() only enqueues the keyframe into a bounded queue (max-pending keyframes) and returns; it
  *    blocks while the queue is full (backpressure) and a flush or state change unblocks it at once.
  *  - the src pad task (the worker, started in READY->PAUSED like gstqueue) takes the items in order,
- *    encodes each keyframe once (the previous latent is kept), decodes the in-betweens in batches of
- *    batch-size and pushes them. It is the only thread that touches the codec, so the source's
- *    thread is free while pair (A, B) is interpolated.
- *  - priv->lock guards the queue, the flushing/EOS/flow state and the stats; it is never held while
- *    encoding, decoding, pushing or posting. The codec has its own lock (dw::latent::SharedCodec),
+ *    hands each pair to the interpolator and pushes the in-betweens batch by batch. It is the only
+ *    thread that touches the interpolator and the held keyframe (FLUSH_STOP and deactivation drop
+ *    the held keyframe while the task is paused or stopped), so the source's thread is free while a
+ *    pair is interpolated.
+ *  - priv->lock guards the queue, srcresult (gstqueue's: FLUSHING while flushing, the worker's last
+ *    flow otherwise), eos, the serialized-query hand-off and the stats; it is never held while
+ *    interpolating, pushing or posting. A latent model has its own lock (dw::latent::SharedCodec),
  *    shared with other elements using the same model; its wait time is in the stats.
  *  - settings are guarded by the object lock; the worker takes a snapshot per keyframe.
+ *  - every vfunc and the task catch std::exception (c10::Error and cv::Exception derive from it) and
+ *    turn it into an element error.
  *
  * Example:
- *   gst-launch-1.0 comfykeyframesrc ! vaeinterp model-dir=models frames=-1 target-fps=24 ! \
+ *   gst-launch-1.0 comfykeyframesrc ! vaeinterp backend=flow frames=-1 target-fps=24 ! \
  *       videoconvert ! autovideosink
  */
 #ifdef HAVE_CONFIG_H
@@ -39,10 +52,18 @@
 #include <string>
 #include <vector>
 
+#include "dwframe.h"
 #include "dwmeta.h"
+#include "dwstats.h"
 #include "gstdreamwindowelements.h"
 #include "image/image.h"
+#include "interp/backend.h"
+#include "interp/latent_pair.h"
+#include "interp/plan.h"
 #include "latent/codec.h"
+#ifdef DW_INTERP_HAVE_VFI
+#include "interp/vfi.h"
+#endif
 
 GST_DEBUG_CATEGORY_STATIC(vaeinterp_debug);
 GST_DEBUG_CATEGORY_STATIC(vaeinterp_dataflow_debug);
@@ -56,7 +77,7 @@ GST_DEBUG_CATEGORY_STATIC(vaeinterp_dataflow_debug);
 #define DEFAULT_PRECISION GST_VAE_INTERP_PRECISION_AUTO
 #define DEFAULT_FRAMES 7
 #define FRAMES_AUTO (-1)
-#define MAX_FRAMES 240
+#define MAX_FRAMES dw::interp::kMaxFrames
 #define DEFAULT_TARGET_FPS_N 0
 #define DEFAULT_TARGET_FPS_D 1
 #define DEFAULT_BATCH_SIZE 4
@@ -64,10 +85,12 @@ GST_DEBUG_CATEGORY_STATIC(vaeinterp_dataflow_debug);
 #define DEFAULT_MAX_PENDING 2
 #define DEFAULT_MAX_ERRORS 0
 #define DEFAULT_POST_MESSAGES TRUE
-/* The measured keyframe period is an exponential moving average with this weight per new period. */
-#define PERIOD_EMA_WEIGHT 0.3
-/* A latency message is posted when the measured period moves this much from the reported one. */
-#define LATENCY_CHANGE_RATIO 0.2
+#define DEFAULT_RESIDUAL_CARRY TRUE
+#define DEFAULT_FLOW_PRESET GST_VAE_INTERP_FLOW_PRESET_FAST
+#define DEFAULT_VFI_MODEL nullptr
+#define DEFAULT_MAX_GAP_TRANSITION (500 * GST_MSECOND)
+#define DEFAULT_MAX_GPU_MEMORY 0
+#define DEFAULT_RELEASE_INTERVAL 0
 
 enum {
   PROP_0,
@@ -84,17 +107,32 @@ enum {
   PROP_MAX_PENDING,
   PROP_MAX_ERRORS,
   PROP_POST_MESSAGES,
+  PROP_RESIDUAL_CARRY,
+  PROP_FLOW_PRESET,
+  PROP_VFI_MODEL,
+  PROP_MAX_GAP_TRANSITION,
+  PROP_MAX_GPU_MEMORY,
+  PROP_RELEASE_INTERVAL,
   PROP_STATS,
 };
 
+/* flow and vfi exist only in builds that have them, so "has the nick flow" tells a caller (the app)
+ * that backend=flow works. */
 GType gst_vae_interp_backend_get_type(void) {
   static GType type = 0;
   static const GEnumValue values[] = {
-      {GST_VAE_INTERP_BACKEND_AUTO, "taesd for .safetensors, torchscript for .pt, blend without model files",
-       "auto"},
-      {GST_VAE_INTERP_BACKEND_TAESD, "Native TAESD family (.safetensors)", "taesd"},
-      {GST_VAE_INTERP_BACKEND_TORCHSCRIPT, "TorchScript encoder/decoder module pair (.pt)", "torchscript"},
+      {GST_VAE_INTERP_BACKEND_AUTO,
+       "taesd/torchscript when model files are set, else flow (OpenCV builds), else blend", "auto"},
+      {GST_VAE_INTERP_BACKEND_TAESD, "Native TAESD family (.safetensors), latent slerp", "taesd"},
+      {GST_VAE_INTERP_BACKEND_TORCHSCRIPT, "TorchScript encoder/decoder module pair (.pt), latent slerp",
+       "torchscript"},
       {GST_VAE_INTERP_BACKEND_BLEND, "Pixel crossfade, no model", "blend"},
+#ifdef DW_INTERP_HAVE_FLOW
+      {GST_VAE_INTERP_BACKEND_FLOW, "Optical flow (OpenCV DIS), both keyframes warped to t", "flow"},
+#endif
+#ifdef DW_INTERP_HAVE_VFI
+      {GST_VAE_INTERP_BACKEND_VFI, "Frame-interpolation model (RIFE/FILM TorchScript, vfi-model)", "vfi"},
+#endif
       {0, nullptr, nullptr}};
   if (g_once_init_enter(&type)) {
     GType t = g_enum_register_static("GstVaeInterpBackend", values);
@@ -118,6 +156,21 @@ GType gst_vae_interp_precision_get_type(void) {
   return type;
 }
 
+GType gst_vae_interp_flow_preset_get_type(void) {
+  static GType type = 0;
+  static const GEnumValue values[] = {
+      {GST_VAE_INTERP_FLOW_PRESET_ULTRAFAST, "DIS ultrafast on a half-size image: large frames, slow CPUs",
+       "ultrafast"},
+      {GST_VAE_INTERP_FLOW_PRESET_FAST, "DIS fast at full size", "fast"},
+      {GST_VAE_INTERP_FLOW_PRESET_MEDIUM, "DIS medium: best quality, slowest", "medium"},
+      {0, nullptr, nullptr}};
+  if (g_once_init_enter(&type)) {
+    GType t = g_enum_register_static("GstVaeInterpFlowPreset", values);
+    g_once_init_leave(&type, t);
+  }
+  return type;
+}
+
 namespace {
 
 struct Settings {
@@ -135,36 +188,52 @@ struct Settings {
   guint max_pending = DEFAULT_MAX_PENDING;
   gint max_errors = DEFAULT_MAX_ERRORS;
   gboolean post_messages = DEFAULT_POST_MESSAGES;
+  gboolean residual_carry = DEFAULT_RESIDUAL_CARRY;
+  GstVaeInterpFlowPreset flow_preset = DEFAULT_FLOW_PRESET;
+  std::string vfi_model;
+  guint64 max_gap_transition = DEFAULT_MAX_GAP_TRANSITION;
+  gint max_gpu_memory = DEFAULT_MAX_GPU_MEMORY;  // MiB
+  guint release_interval = DEFAULT_RELEASE_INTERVAL;
 
   double target_fps() const { return target_fps_n > 0 && target_fps_d > 0 ? double(target_fps_n) / target_fps_d : 0.0; }
+  dw::interp::PlanSettings plan() const {
+    dw::interp::PlanSettings p;
+    p.frames = frames;
+    p.target_fps = target_fps();
+    p.max_gap_transition = static_cast<int64_t>(std::min<guint64>(max_gap_transition, G_MAXINT64));
+    return p;
+  }
 };
 
 struct Stats {
   guint64 keyframes_in = 0;       // accepted by chain()
-  guint64 keyframes_encoded = 0;  // encoded by the worker
+  guint64 keyframes_encoded = 0;  // pairs set up (set_pair: flow computed / keyframe encoded)
   guint64 keyframes_out = 0;
   guint64 inbetweens_out = 0;
   guint64 pairs = 0;             // pairs interpolated
   guint64 pairs_restarted = 0;   // pairs dropped: caps/size change, flush, invalid timestamps, errors
-  guint64 errors = 0;            // codec failures
-  double encode_ms_last = 0, encode_ms_total = 0;
-  double decode_ms_last = 0, decode_ms_total = 0;  // per pair (all batches)
+  guint64 transitions = 0;       // pairs planned as a short transition (discontinuity)
+  guint64 errors = 0;            // interpolator failures
+  double encode_ms_last = 0, encode_ms_total = 0;  // set_pair per pair
+  double decode_ms_last = 0, decode_ms_total = 0;  // in-betweens per pair (all batches)
   guint64 decode_pairs = 0;
   double interp_fps_last = 0;
   guint frames_last = 0;                 // in-betweens of the last pair
-  GstClockTime period = GST_CLOCK_TIME_NONE;  // measured keyframe period (EMA)
+  GstClockTime period = GST_CLOCK_TIME_NONE;  // measured keyframe period (EMA, lib/interp PairPlanner)
   gint64 backpressure_us = 0;            // time chain() waited for room
+  guint64 vfi_model_calls = 0;
+  guint64 vfi_peak_live = 0;
 };
 
-/* A keyframe held by the worker until the next one arrives. */
+/* The keyframe held by the worker until the next one arrives (the one owner of its buffer). */
 struct Held {
   GstBuffer *buffer = nullptr;  // owned; pushed when its pair is complete
-  std::shared_ptr<const dw::latent::Latent> latent;  // null: encoding failed, the next pair starts afresh
-  std::vector<uint8_t> alpha;   // RGBA input only
-  int width = 0, height = 0;
+  dw::Image rgb;                // what the interpolator gets
+  std::vector<uint8_t> alpha;   // formats with alpha only
   GstClockTime pts = GST_CLOCK_TIME_NONE;
   DwFrameKind kind = DW_FRAME_KIND_KEYFRAME;
   guint64 index = 0;
+  bool discont = false;
 };
 
 }  // namespace
@@ -181,19 +250,24 @@ struct GstVaeInterpPrivate {
   std::deque<GstMiniObject *> queue;  // buffers, serialized events and queries, in order
   guint pending = 0;                  // keyframe buffers in the queue
   guint max_pending = DEFAULT_MAX_PENDING;
-  bool flushing = true;
   bool eos = false;
-  bool reset_pair = false;        // set by FLUSH_STOP: the worker drops its held keyframe
   bool last_query_result = false;
   GstQuery *last_query = nullptr;  // a serialized query waiting for the worker
   bool query_taken = false;        // the worker is answering it: its thread must wait, even when flushing
-  GstFlowReturn srcresult = GST_FLOW_FLUSHING;
+  GstFlowReturn srcresult = GST_FLOW_FLUSHING;  // FLUSHING = flushing (gstqueue)
   Stats stats;
   GstClockTime reported_latency = 0;
-  std::shared_ptr<dw::latent::SharedCodec> codec;  // set in READY->PAUSED, dropped in PAUSED->READY
   std::string backend_description;
+  std::shared_ptr<dw::latent::SharedCodec> codec;  // latent backends: for the lock stats
 
-  /* Worker only (the src pad task; flush-stop only sets reset_pair). */
+  /* Created in READY->PAUSED, destroyed in PAUSED->READY; used by the worker only. */
+  std::unique_ptr<dw::interp::PairInterpolator> interp;
+  dw::interp::LatentPairInterpolator *latent_pair = nullptr;  // interp, when a latent backend
+#ifdef DW_INTERP_HAVE_VFI
+  dw::interp::VfiInterpolator *vfi = nullptr;  // interp, when backend=vfi
+#endif
+
+  /* Worker only (the src pad task; also touched while it is paused or stopped). */
   GstVideoInfo in_info;
   bool have_info = false;
   GstCaps *out_caps = nullptr;
@@ -201,8 +275,9 @@ struct GstVaeInterpPrivate {
   GstSegment segment;
   std::optional<Held> held;
   guint64 keyframe_counter = 0;
-  GstClockTime last_spacing = GST_CLOCK_TIME_NONE;
-  bool error_posted = false;
+  dw::interp::PairPlanner planner;
+  std::optional<guint64> last_b_index;  // b of the last pair handed to the interpolator
+  bool error_posted = false;  // this element already posted the error behind a fatal flow
 };
 
 struct _GstVaeInterp {
@@ -216,18 +291,20 @@ struct _GstVaeInterp {
 G_DEFINE_TYPE(GstVaeInterp, gst_vae_interp, GST_TYPE_ELEMENT);
 GST_ELEMENT_REGISTER_DEFINE_WITH_CODE(vaeinterp, "vaeinterp", GST_RANK_NONE, GST_TYPE_VAE_INTERP,
                                       GST_DEBUG_CATEGORY_INIT(vaeinterp_debug, "vaeinterp", 0,
-                                                              "latent keyframe interpolation");
+                                                              "keyframe pair interpolation");
                                       GST_DEBUG_CATEGORY_INIT(vaeinterp_dataflow_debug, "vaeinterp_dataflow", 0,
                                                               "vaeinterp per-buffer logs"));
 
-#define VAEINTERP_CAPS                                                                   \
-  "video/x-raw, format = (string) { RGB, RGBA, RGBx }, width = (int) [ 1, 16384 ], " \
+#define VAEINTERP_CAPS                                                              \
+  "video/x-raw, format = (string) " DW_FRAME_FORMATS ", width = (int) [ 1, 16384 ], " \
   "height = (int) [ 1, 16384 ], framerate = (fraction) [ 0/1, MAX ]"
 
 static GstStaticPadTemplate sink_template =
     GST_STATIC_PAD_TEMPLATE("sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS(VAEINTERP_CAPS));
 static GstStaticPadTemplate src_template =
     GST_STATIC_PAD_TEMPLATE("src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS(VAEINTERP_CAPS));
+
+static void gst_vae_interp_loop(GstPad *pad);
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Helpers                                                                                          */
@@ -241,6 +318,13 @@ static Settings settings_snapshot(GstVaeInterp *self) {
 
 static double ms_since(gint64 start_us) { return (g_get_monotonic_time() - start_us) / 1000.0; }
 
+static int64_t to_plan_time(GstClockTime t) {
+  return GST_CLOCK_TIME_IS_VALID(t) ? static_cast<int64_t>(t) : dw::interp::kNoTime;
+}
+static GstClockTime to_clock_time(int64_t t) {
+  return t == dw::interp::kNoTime ? GST_CLOCK_TIME_NONE : static_cast<GstClockTime>(t);
+}
+
 /* Queue contents are buffers, events or queries (like gstqueue). */
 static void free_queue_locked(GstVaeInterpPrivate *priv) {
   for (GstMiniObject *obj : priv->queue) {
@@ -253,11 +337,15 @@ static void free_queue_locked(GstVaeInterpPrivate *priv) {
   g_cond_broadcast(&priv->query_done);
 }
 
-static void drop_held(GstVaeInterpPrivate *priv) {
+/* Forgets the held keyframe and the interpolator's cached pair. Worker context, or the task is
+ * paused/stopped. */
+static void reset_pair(GstVaeInterpPrivate *priv) {
   if (priv->held) {
-    gst_buffer_unref(priv->held->buffer);
+    if (priv->held->buffer) gst_buffer_unref(priv->held->buffer);
     priv->held.reset();
   }
+  if (priv->interp) priv->interp->reset();
+  priv->last_b_index.reset();
 }
 
 /* Framerate transform between the pads: the sink accepts any rate; the src announces target-fps or
@@ -274,98 +362,6 @@ static GstCaps *transform_caps(GstCaps *caps, bool to_src, gint fps_n, gint fps_
   return out;
 }
 
-/* RGB copy of a frame (the codec input) and its alpha plane for RGBA. */
-static bool frame_to_image(const GstVideoInfo *info, GstBuffer *buffer, dw::Image *rgb, std::vector<uint8_t> *alpha) {
-  GstVideoFrame frame;
-  if (!gst_video_frame_map(&frame, const_cast<GstVideoInfo *>(info), buffer, GST_MAP_READ)) return false;
-  const int w = GST_VIDEO_FRAME_WIDTH(&frame), h = GST_VIDEO_FRAME_HEIGHT(&frame);
-  const int stride = GST_VIDEO_FRAME_PLANE_STRIDE(&frame, 0);
-  const auto *data = static_cast<const uint8_t *>(GST_VIDEO_FRAME_PLANE_DATA(&frame, 0));
-  const GstVideoFormat fmt = GST_VIDEO_FRAME_FORMAT(&frame);
-  *rgb = dw::Image(w, h, 3);
-  alpha->clear();
-  if (fmt == GST_VIDEO_FORMAT_RGBA) alpha->resize(static_cast<size_t>(w) * h);
-  for (int y = 0; y < h; ++y) {
-    const uint8_t *src = data + static_cast<size_t>(stride) * y;
-    uint8_t *dst = rgb->row(y);
-    if (fmt == GST_VIDEO_FORMAT_RGB) {
-      memcpy(dst, src, static_cast<size_t>(w) * 3);
-    } else {
-      for (int x = 0; x < w; ++x) {
-        dst[3 * x + 0] = src[4 * x + 0];
-        dst[3 * x + 1] = src[4 * x + 1];
-        dst[3 * x + 2] = src[4 * x + 2];
-      }
-      if (fmt == GST_VIDEO_FORMAT_RGBA)
-        for (int x = 0; x < w; ++x) (*alpha)[static_cast<size_t>(y) * w + x] = src[4 * x + 3];
-    }
-  }
-  gst_video_frame_unmap(&frame);
-  return true;
-}
-
-/* A new output buffer from a decoded image (RGB or RGBA, resized if the codec returned another
- * size); RGBA output gets alpha lerped between the keyframes' alpha planes. */
-static GstBuffer *image_to_buffer(const GstVideoInfo *info, const dw::Image &decoded, const std::vector<uint8_t> &alpha_a,
-                                  const std::vector<uint8_t> &alpha_b, double t) {
-  const int w = GST_VIDEO_INFO_WIDTH(info), h = GST_VIDEO_INFO_HEIGHT(info);
-  dw::Image resized;
-  const dw::Image *img = &decoded;
-  if (decoded.width != w || decoded.height != h) {
-    resized = dw::resize_bilinear(decoded, w, h);
-    img = &resized;
-  }
-  GstBuffer *buffer = gst_buffer_new_allocate(nullptr, GST_VIDEO_INFO_SIZE(info), nullptr);
-  GstVideoFrame frame;
-  if (!gst_video_frame_map(&frame, const_cast<GstVideoInfo *>(info), buffer, GST_MAP_WRITE)) {
-    gst_buffer_unref(buffer);
-    return nullptr;
-  }
-  const int stride = GST_VIDEO_FRAME_PLANE_STRIDE(&frame, 0);
-  auto *data = static_cast<uint8_t *>(GST_VIDEO_FRAME_PLANE_DATA(&frame, 0));
-  const GstVideoFormat fmt = GST_VIDEO_FRAME_FORMAT(&frame);
-  const int c = img->channels;
-  const size_t n = static_cast<size_t>(w) * h;
-  const bool lerp_alpha = fmt == GST_VIDEO_FORMAT_RGBA && alpha_a.size() == n && alpha_b.size() == n;
-  for (int y = 0; y < h; ++y) {
-    const uint8_t *src = img->row(y);
-    uint8_t *dst = data + static_cast<size_t>(stride) * y;
-    if (fmt == GST_VIDEO_FORMAT_RGB && c == 3) {
-      memcpy(dst, src, static_cast<size_t>(w) * 3);
-      continue;
-    }
-    const int oc = fmt == GST_VIDEO_FORMAT_RGB ? 3 : 4;
-    for (int x = 0; x < w; ++x) {
-      dst[oc * x + 0] = src[c * x + 0];
-      dst[oc * x + 1] = src[c * x + 1];
-      dst[oc * x + 2] = src[c * x + 2];
-      if (oc == 4) {
-        uint8_t a = 255;
-        if (lerp_alpha) {
-          const size_t i = static_cast<size_t>(y) * w + x;
-          a = static_cast<uint8_t>(std::lround(alpha_a[i] + (alpha_b[i] - alpha_a[i]) * t));
-        }
-        dst[4 * x + 3] = a;
-      }
-    }
-  }
-  gst_video_frame_unmap(&frame);
-  return buffer;
-}
-
-/* Number of in-betweens for a keyframe interval: the frames property, or with frames=-1 (auto) so
- * that the interval plays at target-fps: round(interval * fps) - 1. */
-static guint pick_frames(const Settings &s, GstClockTime interval) {
-  if (s.frames >= 0) return static_cast<guint>(s.frames);
-  const double fps = s.target_fps();
-  if (fps <= 0 || !GST_CLOCK_TIME_IS_VALID(interval)) return DEFAULT_FRAMES;
-  const double frames = std::round(static_cast<double>(interval) / GST_SECOND * fps) - 1.0;
-  return static_cast<guint>(std::clamp(frames, 0.0, static_cast<double>(MAX_FRAMES)));
-}
-
-/* ------------------------------------------------------------------------------------------------ */
-/* Stats and messages                                                                               */
-
 static GstStructure *build_stats(GstVaeInterp *self) {
   GstVaeInterpPrivate *priv = self->priv;
   g_mutex_lock(&priv->lock);
@@ -378,41 +374,43 @@ static GstStructure *build_stats(GstVaeInterp *self) {
   dw::latent::SharedCodec::LockStats ls;
   if (codec) ls = codec->lock_stats();
   const double decode_s = st.decode_ms_total / 1000.0;
-  guint64 inbetweens_decoded = st.inbetweens_out;
   return gst_structure_new(
-      "application/x-vaeinterp-stats",
-      "keyframes", G_TYPE_UINT64, st.keyframes_in,
-      "keyframes-encoded", G_TYPE_UINT64, st.keyframes_encoded,
-      "keyframes-out", G_TYPE_UINT64, st.keyframes_out,
-      "inbetweens-out", G_TYPE_UINT64, st.inbetweens_out,
-      "frames-out", G_TYPE_UINT64, st.keyframes_out + st.inbetweens_out,
-      "pairs", G_TYPE_UINT64, st.pairs,
-      "pairs-restarted", G_TYPE_UINT64, st.pairs_restarted,
-      "errors", G_TYPE_UINT64, st.errors,
-      "encode-ms-last", G_TYPE_DOUBLE, st.encode_ms_last,
-      "encode-ms-mean", G_TYPE_DOUBLE, st.keyframes_encoded ? st.encode_ms_total / st.keyframes_encoded : 0.0,
-      "decode-ms-last", G_TYPE_DOUBLE, st.decode_ms_last,
-      "decode-ms-mean", G_TYPE_DOUBLE, st.decode_pairs ? st.decode_ms_total / st.decode_pairs : 0.0,
-      "interp-fps-last", G_TYPE_DOUBLE, st.interp_fps_last,
-      "interp-fps-mean", G_TYPE_DOUBLE, decode_s > 0 ? inbetweens_decoded / decode_s : 0.0,
-      "frames-last", G_TYPE_UINT, st.frames_last,
-      "keyframe-period", G_TYPE_UINT64, static_cast<guint64>(st.period),
-      "queue-depth", G_TYPE_UINT, depth,
-      "max-pending", G_TYPE_UINT, max_pending,
-      "backpressure-ms", G_TYPE_DOUBLE, st.backpressure_us / 1000.0,
-      "lock-acquisitions", G_TYPE_UINT64, static_cast<guint64>(ls.acquisitions),
-      "lock-wait-ms-total", G_TYPE_DOUBLE, ls.total_wait_us / 1000.0,
-      "lock-wait-ms-max", G_TYPE_DOUBLE, ls.max_wait_us / 1000.0,
-      "backend", G_TYPE_STRING, backend.c_str(),
+      DW_STATS_VAEINTERP_NAME,
+      DW_STATS_VAEINTERP_KEYFRAMES, G_TYPE_UINT64, st.keyframes_in,
+      DW_STATS_VAEINTERP_KEYFRAMES_ENCODED, G_TYPE_UINT64, st.keyframes_encoded,
+      DW_STATS_VAEINTERP_KEYFRAMES_OUT, G_TYPE_UINT64, st.keyframes_out,
+      DW_STATS_VAEINTERP_INBETWEENS_OUT, G_TYPE_UINT64, st.inbetweens_out,
+      DW_STATS_VAEINTERP_FRAMES_OUT, G_TYPE_UINT64, st.keyframes_out + st.inbetweens_out,
+      DW_STATS_VAEINTERP_PAIRS, G_TYPE_UINT64, st.pairs,
+      DW_STATS_VAEINTERP_PAIRS_RESTARTED, G_TYPE_UINT64, st.pairs_restarted,
+      DW_STATS_VAEINTERP_TRANSITIONS, G_TYPE_UINT64, st.transitions,
+      DW_STATS_VAEINTERP_ERRORS, G_TYPE_UINT64, st.errors,
+      DW_STATS_VAEINTERP_ENCODE_MS_LAST, G_TYPE_DOUBLE, st.encode_ms_last,
+      DW_STATS_VAEINTERP_ENCODE_MS_MEAN, G_TYPE_DOUBLE, st.keyframes_encoded ? st.encode_ms_total / st.keyframes_encoded : 0.0,
+      DW_STATS_VAEINTERP_DECODE_MS_LAST, G_TYPE_DOUBLE, st.decode_ms_last,
+      DW_STATS_VAEINTERP_DECODE_MS_MEAN, G_TYPE_DOUBLE, st.decode_pairs ? st.decode_ms_total / st.decode_pairs : 0.0,
+      DW_STATS_VAEINTERP_INTERP_FPS_LAST, G_TYPE_DOUBLE, st.interp_fps_last,
+      DW_STATS_VAEINTERP_INTERP_FPS_MEAN, G_TYPE_DOUBLE, decode_s > 0 ? st.inbetweens_out / decode_s : 0.0,
+      DW_STATS_VAEINTERP_FRAMES_LAST, G_TYPE_UINT, st.frames_last,
+      DW_STATS_VAEINTERP_KEYFRAME_PERIOD, G_TYPE_UINT64, static_cast<guint64>(st.period),
+      DW_STATS_VAEINTERP_QUEUE_DEPTH, G_TYPE_UINT, depth,
+      DW_STATS_VAEINTERP_MAX_PENDING, G_TYPE_UINT, max_pending,
+      DW_STATS_VAEINTERP_BACKPRESSURE_MS, G_TYPE_DOUBLE, st.backpressure_us / 1000.0,
+      DW_STATS_VAEINTERP_LOCK_ACQUISITIONS, G_TYPE_UINT64, static_cast<guint64>(ls.acquisitions),
+      DW_STATS_VAEINTERP_LOCK_WAIT_MS_TOTAL, G_TYPE_DOUBLE, ls.total_wait_us / 1000.0,
+      DW_STATS_VAEINTERP_LOCK_WAIT_MS_MAX, G_TYPE_DOUBLE, ls.max_wait_us / 1000.0,
+      DW_STATS_VAEINTERP_VFI_MODEL_CALLS, G_TYPE_UINT64, st.vfi_model_calls,
+      DW_STATS_VAEINTERP_VFI_PEAK_LIVE, G_TYPE_UINT64, st.vfi_peak_live,
+      DW_STATS_VAEINTERP_BACKEND, G_TYPE_STRING, backend.c_str(),
       nullptr);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
 /* Worker (src pad task)                                                                            */
 
-/* Raises a codec failure: a warning while errors <= max-errors, else an element error. Returns the
- * flow to continue with. Called without locks. */
-static GstFlowReturn codec_failure(GstVaeInterp *self, const Settings &s, const char *what, const std::string &why) {
+/* Raises an interpolator failure: a warning while errors <= max-errors, else an element error.
+ * Returns the flow to continue with. Called without locks. */
+static GstFlowReturn interp_failure(GstVaeInterp *self, const Settings &s, const char *what, const std::string &why) {
   GstVaeInterpPrivate *priv = self->priv;
   g_mutex_lock(&priv->lock);
   const guint64 errors = ++priv->stats.errors;
@@ -420,50 +418,57 @@ static GstFlowReturn codec_failure(GstVaeInterp *self, const Settings &s, const 
   g_mutex_unlock(&priv->lock);
   if (s.max_errors >= 0 && errors > static_cast<guint64>(s.max_errors)) {
     priv->error_posted = true;
-    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Latent interpolation failed while %s: %s", what, why.c_str()),
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Interpolation failed while %s: %s", what, why.c_str()),
                       ("error %" G_GUINT64_FORMAT " (max-errors %d)", errors, s.max_errors));
     return GST_FLOW_ERROR;
   }
-  GST_ELEMENT_WARNING(self, STREAM, FAILED, ("Latent interpolation failed while %s: %s", what, why.c_str()),
+  GST_ELEMENT_WARNING(self, STREAM, FAILED, ("Interpolation failed while %s: %s", what, why.c_str()),
                       ("error %" G_GUINT64_FORMAT " of max-errors %d; the pair is skipped", errors, s.max_errors));
   return GST_FLOW_OK;
 }
 
-/* Pushes the held keyframe A (its pair is complete or abandoned). */
-static GstFlowReturn push_held(GstVaeInterp *self, GstClockTime duration) {
+static GstFlowReturn fatal(GstVaeInterp *self, GstFlowReturn ret) {
+  self->priv->error_posted = true;
+  return ret;
+}
+
+/* Pushes the held keyframe A (its pair is complete or abandoned) and forgets it: the buffer goes
+ * downstream unchanged except for its duration and the frame meta. */
+static GstFlowReturn push_held(GstVaeInterp *self, GstClockTime duration, Held *taken = nullptr) {
   GstVaeInterpPrivate *priv = self->priv;
   if (!priv->held) return GST_FLOW_OK;
-  GstBuffer *buf = gst_buffer_make_writable(priv->held->buffer);
-  priv->held->buffer = nullptr;
+  Held a = std::move(*priv->held);
+  priv->held.reset();
+  GstBuffer *buf = gst_buffer_make_writable(a.buffer);
+  a.buffer = nullptr;
   if (GST_CLOCK_TIME_IS_VALID(duration)) GST_BUFFER_DURATION(buf) = duration;
   DwFrameMeta *meta = dw_buffer_get_frame_meta(buf);
-  if (!meta) meta = dw_buffer_add_frame_meta(buf, priv->held->kind, priv->held->index, 0.0);
-  meta->kind = priv->held->kind;
-  meta->keyframe_index = priv->held->index;
+  if (!meta) meta = dw_buffer_add_frame_meta(buf, a.kind, a.index, 0.0);
+  meta->kind = a.kind;
+  meta->keyframe_index = a.index;
   meta->position = 0.0;
-  GST_CAT_LOG_OBJECT(vaeinterp_dataflow_debug, self, "keyframe %" G_GUINT64_FORMAT " pts %" GST_TIME_FORMAT,
-                     priv->held->index, GST_TIME_ARGS(GST_BUFFER_PTS(buf)));
+  GST_CAT_LOG_OBJECT(vaeinterp_dataflow_debug, self, "keyframe %" G_GUINT64_FORMAT " pts %" GST_TIME_FORMAT, a.index,
+                     GST_TIME_ARGS(GST_BUFFER_PTS(buf)));
   GstFlowReturn ret = gst_pad_push(self->srcpad, buf);
   g_mutex_lock(&priv->lock);
   priv->stats.keyframes_out++;
   g_mutex_unlock(&priv->lock);
+  if (taken) *taken = std::move(a);  // its pixels, for the pair it opens
   return ret;
 }
 
-/* Pushes the held keyframe alone and forgets it (EOS, caps change). */
+/* Pushes the held keyframe alone (EOS, caps change, segment). */
 static GstFlowReturn flush_held(GstVaeInterp *self) {
   GstVaeInterpPrivate *priv = self->priv;
   if (!priv->held) return GST_FLOW_OK;
   GstClockTime duration = GST_BUFFER_DURATION(priv->held->buffer);
-  if (!GST_CLOCK_TIME_IS_VALID(duration)) duration = priv->last_spacing;
-  GstFlowReturn ret = push_held(self, duration);
-  priv->held.reset();
-  return ret;
+  if (!GST_CLOCK_TIME_IS_VALID(duration)) duration = to_clock_time(priv->planner.last_spacing());
+  return push_held(self, duration);
 }
 
-static bool worker_flushing(GstVaeInterp *self) {
+static bool is_flushing(GstVaeInterp *self) {
   g_mutex_lock(&self->priv->lock);
-  bool f = self->priv->flushing;
+  const bool f = self->priv->srcresult == GST_FLOW_FLUSHING;
   g_mutex_unlock(&self->priv->lock);
   return f;
 }
@@ -484,56 +489,33 @@ static bool push_out_caps(GstVaeInterp *self, const Settings &s) {
   GST_DEBUG_OBJECT(self, "src caps %" GST_PTR_FORMAT, caps);
   bool ok = gst_pad_push_event(self->srcpad, gst_event_new_caps(caps));
   gst_caps_unref(caps);
-  if (!ok && !worker_flushing(self)) {
+  if (!ok && !is_flushing(self)) {
     gst_caps_replace(&priv->out_caps, nullptr);
     return false;
   }
   return true;
 }
 
-static void update_latency(GstVaeInterp *self, GstClockTime interval) {
+/* Publishes the planner's period; posts a latency message when it moved (after unlocking). */
+static void note_period(GstVaeInterp *self) {
   GstVaeInterpPrivate *priv = self->priv;
-  bool post = false;
+  const GstClockTime period = to_clock_time(priv->planner.period());
   g_mutex_lock(&priv->lock);
-  Stats &st = priv->stats;
-  if (!GST_CLOCK_TIME_IS_VALID(st.period))
-    st.period = interval;
-  else
-    st.period = static_cast<GstClockTime>((1.0 - PERIOD_EMA_WEIGHT) * st.period + PERIOD_EMA_WEIGHT * interval);
-  const double reported = static_cast<double>(priv->reported_latency);
-  if (reported <= 0 || std::fabs(static_cast<double>(st.period) - reported) > LATENCY_CHANGE_RATIO * reported) {
-    priv->reported_latency = st.period;
-    post = true;
-  }
+  priv->stats.period = period;
+  const bool post = dw::interp::latency_moved(priv->planner.period(), static_cast<int64_t>(priv->reported_latency));
+  if (post) priv->reported_latency = period;
   g_mutex_unlock(&priv->lock);
   if (post) gst_element_post_message(GST_ELEMENT(self), gst_message_new_latency(GST_OBJECT(self)));
 }
 
-/* One keyframe B: push A (its duration known from B's timestamp), encode B, decode and push the
- * in-betweens batch by batch; B becomes the held keyframe. */
-static GstFlowReturn handle_keyframe(GstVaeInterp *self, GstBuffer *buffer) {
+/* A keyframe buffer as the worker holds it: facts from its meta, RGB pixels, alpha plane. Takes the
+ * buffer; on failure posts the error and returns nullopt. */
+static std::optional<Held> read_keyframe(GstVaeInterp *self, GstBuffer *buffer) {
   GstVaeInterpPrivate *priv = self->priv;
-  const Settings s = settings_snapshot(self);
-  if (!priv->have_info) {
-    gst_buffer_unref(buffer);
-    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Keyframe before caps"), (nullptr));
-    priv->error_posted = true;
-    return GST_FLOW_NOT_NEGOTIATED;
-  }
-  if (priv->out_fps_n != (s.target_fps_n > 0 ? s.target_fps_n : 0) ||
-      (s.target_fps_n > 0 && priv->out_fps_d != s.target_fps_d)) {
-    if (!push_out_caps(self, s)) return GST_FLOW_NOT_NEGOTIATED;
-  }
-
-  g_mutex_lock(&priv->lock);
-  std::shared_ptr<dw::latent::SharedCodec> codec = priv->codec;
-  g_mutex_unlock(&priv->lock);
-
   Held b;
   b.buffer = buffer;
   b.pts = GST_BUFFER_PTS(buffer);
-  b.width = GST_VIDEO_INFO_WIDTH(&priv->in_info);
-  b.height = GST_VIDEO_INFO_HEIGHT(&priv->in_info);
+  b.discont = GST_BUFFER_FLAG_IS_SET(buffer, GST_BUFFER_FLAG_DISCONT);
   if (DwFrameMeta *meta = dw_buffer_get_frame_meta(buffer)) {
     b.kind = meta->kind == DW_FRAME_KIND_INBETWEEN ? DW_FRAME_KIND_KEYFRAME : meta->kind;
     b.index = meta->keyframe_index;
@@ -541,146 +523,217 @@ static GstFlowReturn handle_keyframe(GstVaeInterp *self, GstBuffer *buffer) {
     b.index = priv->keyframe_counter;
   }
   priv->keyframe_counter = b.index + 1;
+  dw::Image img;
+  std::string why;
+  if (!dw_image_from_buffer(buffer, &priv->in_info, &img, &why, DwImageChannels::Native)) {
+    gst_buffer_unref(buffer);
+    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Failed to read a keyframe: %s", why.c_str()), (nullptr));
+    return std::nullopt;
+  }
+  if (img.channels == 4) {
+    const size_t n = static_cast<size_t>(img.width) * img.height;
+    b.alpha.resize(n);
+    for (size_t i = 0; i < n; ++i) b.alpha[i] = img.pixels[4 * i + 3];
+    b.rgb = dw::convert_channels(img, 3);
+  } else {
+    b.rgb = std::move(img);
+  }
+  return b;
+}
 
-  /* The pair A -> B, if there is one to interpolate. */
-  bool pair = priv->held && priv->held->latent && priv->held->width == b.width && priv->held->height == b.height;
-  const GstClockTime a_pts = priv->held ? priv->held->pts : GST_CLOCK_TIME_NONE;
-  GstClockTime interval = GST_CLOCK_TIME_NONE;
-  if (GST_CLOCK_TIME_IS_VALID(a_pts) && GST_CLOCK_TIME_IS_VALID(b.pts) && b.pts > a_pts) interval = b.pts - a_pts;
-  if (priv->held && !GST_CLOCK_TIME_IS_VALID(interval) && (GST_CLOCK_TIME_IS_VALID(a_pts) || GST_CLOCK_TIME_IS_VALID(b.pts))) {
-    GST_WARNING_OBJECT(self, "keyframe timestamps not increasing (%" GST_TIME_FORMAT " -> %" GST_TIME_FORMAT
-                       "): no in-betweens for this pair", GST_TIME_ARGS(a_pts), GST_TIME_ARGS(b.pts));
-    pair = false;
+/* An output buffer for an in-between (resized if the backend returned another size); formats with
+ * alpha get it lerped between the keyframes' alpha planes. */
+static GstBuffer *inbetween_buffer(GstVaeInterp *self, dw::Image &&img, const Held &a, const Held &b, double t) {
+  const GstVideoInfo *info = &self->priv->in_info;
+  const int w = GST_VIDEO_INFO_WIDTH(info), h = GST_VIDEO_INFO_HEIGHT(info);
+  if (img.width != w || img.height != h) img = dw::resize_bilinear(img, w, h);
+  const size_t n = static_cast<size_t>(w) * h;
+  if (a.alpha.size() == n && b.alpha.size() == n) {
+    dw::Image rgba = dw::convert_channels(img, 4);
+    for (size_t i = 0; i < n; ++i)
+      rgba.pixels[4 * i + 3] = static_cast<uint8_t>(std::lround(a.alpha[i] + (b.alpha[i] - a.alpha[i]) * t));
+    img = std::move(rgba);
   }
-  if (GST_CLOCK_TIME_IS_VALID(interval)) update_latency(self, interval);
-  const guint n = pair ? (GST_CLOCK_TIME_IS_VALID(interval) || s.frames >= 0 ? pick_frames(s, interval) : 0) : 0;
-  const GstClockTime spacing = GST_CLOCK_TIME_IS_VALID(interval) ? interval / (n + 1) : GST_CLOCK_TIME_NONE;
-  if (GST_CLOCK_TIME_IS_VALID(spacing)) priv->last_spacing = spacing;
-  if (priv->held && !pair) {
-    g_mutex_lock(&priv->lock);
-    priv->stats.pairs_restarted++;
-    g_mutex_unlock(&priv->lock);
-  }
+  std::string why;
+  GstBuffer *out = dw_buffer_from_image_full(img, info, &why);
+  if (!out) GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Failed to make an in-between: %s", why.c_str()), (nullptr));
+  return out;
+}
 
-  /* A goes downstream first: nothing that follows can change it. */
-  GstFlowReturn ret = GST_FLOW_OK;
-  std::optional<Held> a;
-  if (priv->held) {
-    GstClockTime a_duration = GST_CLOCK_TIME_IS_VALID(spacing) ? spacing : GST_BUFFER_DURATION(priv->held->buffer);
-    ret = push_held(self, a_duration);
-    a = std::move(priv->held);
-    priv->held.reset();
-    if (ret != GST_FLOW_OK) {
-      gst_buffer_unref(b.buffer);
-      return ret;
-    }
-  }
-
-  /* Encode B once; its latent is kept for the next pair. */
-  dw::Image rgb;
-  if (!frame_to_image(&priv->in_info, b.buffer, &rgb, &b.alpha)) {
-    const gsize size = gst_buffer_get_size(b.buffer);
-    gst_buffer_unref(b.buffer);
-    GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Failed to map a keyframe (size %" G_GSIZE_FORMAT ", expected %" G_GSIZE_FORMAT ")",
-                      size, GST_VIDEO_INFO_SIZE(&priv->in_info)), (nullptr));
-    priv->error_posted = true;
-    return GST_FLOW_ERROR;
-  }
-  gint64 t0 = g_get_monotonic_time();
-  try {
-    b.latent = codec->with([&](dw::latent::Codec &c) { return c.encode(rgb); });
-  } catch (const std::exception &e) {
-    b.latent.reset();
-    pair = false;
-    ret = codec_failure(self, s, "encoding a keyframe", e.what());
-  }
-  const double encode_ms = ms_since(t0);
-  g_mutex_lock(&priv->lock);
-  if (b.latent) {
-    priv->stats.keyframes_encoded++;
-    priv->stats.encode_ms_last = encode_ms;
-    priv->stats.encode_ms_total += encode_ms;
-  }
-  g_mutex_unlock(&priv->lock);
-  GST_CAT_DEBUG_OBJECT(vaeinterp_dataflow_debug, self, "encoded keyframe %" G_GUINT64_FORMAT " in %.1f ms", b.index,
-                       encode_ms);
-  const guint64 b_index = b.index;
-  priv->held = std::move(b);
-  if (ret != GST_FLOW_OK) return ret;
-  if (!pair || n == 0) return GST_FLOW_OK;
-
-  /* Decode the in-betweens batch by batch, pushing each batch as soon as it is ready. */
-  std::vector<double> ts(n);
-  for (guint i = 0; i < n; ++i) ts[i] = static_cast<double>(i + 1) / (n + 1);
-  const guint batch = std::max(1u, s.batch_size);
-  const dw::latent::SharedCodec::LockStats lock_before = codec->lock_stats();
-  double decode_ms = 0;
+/* Timing of one pair, for the stats and the element message. */
+struct PairTiming {
+  double setup_ms = 0, frames_ms = 0;
   guint pushed = 0;
-  for (guint first = 0; first < n && ret == GST_FLOW_OK; first += batch) {
-    if (worker_flushing(self)) return GST_FLOW_FLUSHING;
-    std::vector<double> chunk(ts.begin() + first, ts.begin() + std::min(n, first + batch));
+  bool failed = false;  // a tolerated failure (max-errors): the pair was skipped
+};
+
+/* Makes and pushes the planned in-betweens of (a, b) batch by batch, each batch as soon as it is
+ * made. Checks for a flush between batches. */
+static GstFlowReturn push_inbetweens(GstVaeInterp *self, const Settings &s, const dw::interp::PairPlan &plan,
+                                     const Held &a, const Held &b, PairTiming *timing) {
+  GstVaeInterpPrivate *priv = self->priv;
+  const size_t n = plan.count();
+  const size_t batch = std::max(1u, s.batch_size);
+  GstFlowReturn ret = GST_FLOW_OK;
+  for (size_t first = 0; first < n && ret == GST_FLOW_OK; first += batch) {
+    if (is_flushing(self)) return GST_FLOW_FLUSHING;
+    const std::vector<double> chunk(plan.ts.begin() + first, plan.ts.begin() + std::min(n, first + batch));
     std::vector<dw::Image> images;
-    t0 = g_get_monotonic_time();
+    const gint64 t0 = g_get_monotonic_time();
     try {
-      images = codec->with([&](dw::latent::Codec &c) {
-        return c.interpolate(*a->latent, *priv->held->latent, chunk, static_cast<int>(batch));
-      });
+      images = priv->interp->frames(chunk);
       if (images.size() != chunk.size())
-        throw dw::latent::Error("codec returned " + std::to_string(images.size()) + " images for " +
+        throw dw::interp::Error("backend returned " + std::to_string(images.size()) + " images for " +
                                 std::to_string(chunk.size()) + " positions");
     } catch (const std::exception &e) {
-      return codec_failure(self, s, "decoding in-betweens", e.what());
+      timing->failed = true;
+      return interp_failure(self, s, "making in-betweens", e.what());
     }
-    decode_ms += ms_since(t0);
+    timing->frames_ms += ms_since(t0);
     for (size_t k = 0; k < images.size() && ret == GST_FLOW_OK; ++k) {
-      const guint i = first + static_cast<guint>(k);
-      GstBuffer *out = image_to_buffer(&priv->in_info, images[k], a->alpha, priv->held->alpha, ts[i]);
-      if (!out) {
-        GST_ELEMENT_ERROR(self, RESOURCE, FAILED, ("Failed to map an output buffer"), (nullptr));
-        priv->error_posted = true;
-        return GST_FLOW_ERROR;
-      }
-      GST_BUFFER_PTS(out) = GST_CLOCK_TIME_IS_VALID(interval) ? a_pts + gst_util_uint64_scale(interval, i + 1, n + 1)
-                                                              : GST_CLOCK_TIME_NONE;
-      if (GST_CLOCK_TIME_IS_VALID(interval))
-        GST_BUFFER_DURATION(out) = a_pts + gst_util_uint64_scale(interval, i + 2, n + 1) - GST_BUFFER_PTS(out);
-      dw_buffer_add_frame_meta(out, DW_FRAME_KIND_INBETWEEN, a->index, ts[i]);
-      GST_CAT_LOG_OBJECT(vaeinterp_dataflow_debug, self, "in-between %u/%u t=%.3f pts %" GST_TIME_FORMAT, i + 1, n,
-                         ts[i], GST_TIME_ARGS(GST_BUFFER_PTS(out)));
+      const size_t i = first + k;
+      GstBuffer *out = inbetween_buffer(self, std::move(images[k]), a, b, plan.ts[i]);
+      if (!out) return fatal(self, GST_FLOW_ERROR);
+      GST_BUFFER_PTS(out) = to_clock_time(plan.pts[i]);
+      GST_BUFFER_DURATION(out) = to_clock_time(plan.durations[i]);
+      dw_buffer_add_frame_meta(out, DW_FRAME_KIND_INBETWEEN, a.index, plan.ts[i]);
+      GST_CAT_LOG_OBJECT(vaeinterp_dataflow_debug, self, "in-between %zu/%zu t=%.3f pts %" GST_TIME_FORMAT, i + 1, n,
+                         plan.ts[i], GST_TIME_ARGS(GST_BUFFER_PTS(out)));
       ret = gst_pad_push(self->srcpad, out);
-      if (ret == GST_FLOW_OK) pushed++;
+      if (ret == GST_FLOW_OK) timing->pushed++;
     }
   }
+  return ret;
+}
 
-  const dw::latent::SharedCodec::LockStats lock_after = codec->lock_stats();
-  const double lock_wait_ms = (lock_after.total_wait_us - lock_before.total_wait_us) / 1000.0;
-  const double fps = decode_ms > 0 ? n / (decode_ms / 1000.0) : 0.0;
+/* Stats and the dreamwindow-interp message for a completed pair. Called without locks. */
+static void finish_pair(GstVaeInterp *self, const Settings &s, const dw::interp::PairPlan &plan, const Held &a,
+                        guint64 b_index, const PairTiming &tm, double lock_wait_ms) {
+  GstVaeInterpPrivate *priv = self->priv;
+  const guint n = static_cast<guint>(plan.count());
+  const double fps = tm.frames_ms > 0 ? n / (tm.frames_ms / 1000.0) : 0.0;
   g_mutex_lock(&priv->lock);
   Stats &st = priv->stats;
-  st.inbetweens_out += pushed;
+  st.inbetweens_out += tm.pushed;
   st.pairs++;
   st.decode_pairs++;
-  st.decode_ms_last = decode_ms;
-  st.decode_ms_total += decode_ms;
+  st.decode_ms_last = tm.frames_ms;
+  st.decode_ms_total += tm.frames_ms;
   st.interp_fps_last = fps;
   st.frames_last = n;
+#ifdef DW_INTERP_HAVE_VFI
+  if (priv->vfi) {
+    const dw::interp::VfiStats vs = priv->vfi->stats();
+    st.vfi_model_calls = vs.model_calls;
+    st.vfi_peak_live = vs.peak_live_intermediates;
+  }
+#endif
   const guint depth = priv->pending;
   const std::string backend = priv->backend_description;
   g_mutex_unlock(&priv->lock);
+  if (!s.post_messages) return;
+  GstClockTime running_time = GST_CLOCK_TIME_NONE;
+  if (priv->segment.format == GST_FORMAT_TIME && GST_CLOCK_TIME_IS_VALID(a.pts))
+    running_time = gst_segment_to_running_time(&priv->segment, GST_FORMAT_TIME, a.pts);
+  GstStructure *m = gst_structure_new(
+      DW_MSG_INTERP_NAME, DW_MSG_INTERP_KEYFRAME_INDEX, G_TYPE_UINT64, a.index, DW_MSG_INTERP_NEXT_KEYFRAME_INDEX,
+      G_TYPE_UINT64, b_index, DW_MSG_INTERP_INBETWEENS, G_TYPE_UINT, n, DW_MSG_INTERP_INTERVAL, G_TYPE_UINT64,
+      static_cast<guint64>(to_clock_time(plan.interval)), DW_MSG_INTERP_RUNNING_TIME, G_TYPE_UINT64,
+      static_cast<guint64>(running_time), DW_MSG_INTERP_ENCODE_MS, G_TYPE_DOUBLE, tm.setup_ms, DW_MSG_INTERP_DECODE_MS,
+      G_TYPE_DOUBLE, tm.frames_ms, DW_MSG_INTERP_INTERP_FPS, G_TYPE_DOUBLE, fps, DW_MSG_INTERP_LOCK_WAIT_MS,
+      G_TYPE_DOUBLE, lock_wait_ms, DW_MSG_INTERP_QUEUE_DEPTH, G_TYPE_UINT, depth, DW_MSG_INTERP_BACKEND, G_TYPE_STRING,
+      backend.c_str(), DW_MSG_INTERP_KIND, G_TYPE_STRING, dw::interp::pair_kind_name(plan.kind), nullptr);
+  gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), m));
+}
 
-  if (s.post_messages) {
-    GstClockTime running_time = GST_CLOCK_TIME_NONE;
-    if (priv->segment.format == GST_FORMAT_TIME && GST_CLOCK_TIME_IS_VALID(a_pts))
-      running_time = gst_segment_to_running_time(&priv->segment, GST_FORMAT_TIME, a_pts);
-    GstStructure *m = gst_structure_new(
-        "dreamwindow-interp", "keyframe-index", G_TYPE_UINT64, a->index, "next-keyframe-index", G_TYPE_UINT64, b_index,
-        "inbetweens", G_TYPE_UINT, n, "interval", G_TYPE_UINT64, static_cast<guint64>(interval), "running-time",
-        G_TYPE_UINT64, static_cast<guint64>(running_time), "encode-ms", G_TYPE_DOUBLE, encode_ms, "decode-ms",
-        G_TYPE_DOUBLE, decode_ms, "interp-fps", G_TYPE_DOUBLE, fps, "lock-wait-ms", G_TYPE_DOUBLE, lock_wait_ms,
-        "queue-depth", G_TYPE_UINT, depth, "backend", G_TYPE_STRING, backend.c_str(), nullptr);
-    gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), m));
+/* Hands pair (a, b) to the interpolator (flow computed / keyframes encoded). */
+static GstFlowReturn setup_pair(GstVaeInterp *self, const Settings &s, const Held &a, const Held &b, PairTiming *tm) {
+  GstVaeInterpPrivate *priv = self->priv;
+  if (priv->latent_pair) priv->latent_pair->set_residual_carry(s.residual_carry);
+  const gint64 t0 = g_get_monotonic_time();
+  try {
+    priv->interp->set_pair(a.rgb, b.rgb);
+  } catch (const std::exception &e) {
+    tm->failed = true;
+    return interp_failure(self, s, "setting up a keyframe pair", e.what());
   }
-  return ret;
+  const double ms = tm->setup_ms = ms_since(t0);
+  /* Backends reuse the previous pair's b as this pair's a: one keyframe set up per pair, two after
+   * a restart. */
+  const bool chained = priv->last_b_index && *priv->last_b_index == a.index;
+  priv->last_b_index = b.index;
+  g_mutex_lock(&priv->lock);
+  priv->stats.keyframes_encoded += chained ? 1 : 2;
+  priv->stats.encode_ms_last = ms;
+  priv->stats.encode_ms_total += ms;
+  g_mutex_unlock(&priv->lock);
+  return GST_FLOW_OK;
+}
+
+/* One keyframe B: plan the pair (A, B) (lib/interp/plan.h), push A with its duration, make and push
+ * the in-betweens; B becomes the held keyframe. A keyframe held keeps its buffer in priv->held only. */
+static GstFlowReturn handle_keyframe(GstVaeInterp *self, GstBuffer *buffer) {
+  GstVaeInterpPrivate *priv = self->priv;
+  const Settings s = settings_snapshot(self);
+  if (!priv->have_info) {
+    gst_buffer_unref(buffer);
+    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Keyframe before caps"), (nullptr));
+    return fatal(self, GST_FLOW_NOT_NEGOTIATED);
+  }
+  if (priv->out_fps_n != (s.target_fps_n > 0 ? s.target_fps_n : 0) ||
+      (s.target_fps_n > 0 && priv->out_fps_d != s.target_fps_d)) {
+    if (!push_out_caps(self, s)) {
+      gst_buffer_unref(buffer);
+      return GST_FLOW_NOT_NEGOTIATED;
+    }
+  }
+  std::optional<Held> b = read_keyframe(self, buffer);
+  if (!b) return fatal(self, GST_FLOW_ERROR);
+
+  dw::interp::PairInput in;
+  in.have_a = priv->held.has_value();
+  in.a_usable = in.have_a && priv->held->rgb.width == b->rgb.width && priv->held->rgb.height == b->rgb.height;
+  in.a_pts = in.have_a ? to_plan_time(priv->held->pts) : dw::interp::kNoTime;
+  in.a_duration = in.have_a ? to_plan_time(GST_BUFFER_DURATION(priv->held->buffer)) : dw::interp::kNoTime;
+  in.b_pts = to_plan_time(b->pts);
+  in.b_discont = b->discont;
+  priv->planner.set_settings(s.plan());
+  const dw::interp::PairPlan plan = priv->planner.plan(in);
+  note_period(self);
+  if (plan.kind == dw::interp::PairKind::First) {
+    priv->held = std::move(b);
+    return GST_FLOW_OK;
+  }
+  if (plan.kind == dw::interp::PairKind::Restart || plan.kind == dw::interp::PairKind::Transition) {
+    GST_INFO_OBJECT(self, "pair %" G_GUINT64_FORMAT " -> %" G_GUINT64_FORMAT ": %s (%s), %zu in-betweens",
+                    priv->held->index, b->index, dw::interp::pair_kind_name(plan.kind), plan.reason.c_str(),
+                    plan.count());
+    g_mutex_lock(&priv->lock);
+    (plan.kind == dw::interp::PairKind::Restart ? priv->stats.pairs_restarted : priv->stats.transitions)++;
+    g_mutex_unlock(&priv->lock);
+  }
+
+  /* A leaves before any work on the pair: nothing that follows can change it. */
+  Held a;  // A's facts and pixels; its buffer is downstream
+  GstFlowReturn ret = push_held(self, to_clock_time(plan.a_duration), &a);
+  priv->held = std::move(b);
+  if (ret != GST_FLOW_OK || plan.count() == 0) return ret;
+
+  /* After an outage the previous pair's cached work is stale (source's contract: DISCONT). */
+  if (plan.kind == dw::interp::PairKind::Transition && priv->held->discont) {
+    priv->interp->reset();
+    priv->last_b_index.reset();
+  }
+  PairTiming tm;
+  const auto lock_before = priv->codec ? priv->codec->lock_stats() : dw::latent::SharedCodec::LockStats();
+  ret = setup_pair(self, s, a, *priv->held, &tm);
+  if (ret != GST_FLOW_OK || tm.failed) return ret;
+  ret = push_inbetweens(self, s, plan, a, *priv->held, &tm);
+  if (ret != GST_FLOW_OK || tm.failed) return ret;
+  const double lock_wait_ms =
+      priv->codec ? (priv->codec->lock_stats().total_wait_us - lock_before.total_wait_us) / 1000.0 : 0.0;
+  finish_pair(self, s, plan, a, priv->held->index, tm, lock_wait_ms);
+  return GST_FLOW_OK;
 }
 
 /* A serialized event in stream order. Events that end or change the stream push the held keyframe
@@ -693,11 +746,10 @@ static GstFlowReturn handle_event(GstVaeInterp *self, GstEvent *event) {
       GstCaps *caps = nullptr;
       gst_event_parse_caps(event, &caps);
       GstVideoInfo info;
-      if (!gst_video_info_from_caps(&info, caps)) {
+      if (!gst_video_info_from_caps(&info, caps) || !dw_frame_format_supported(GST_VIDEO_INFO_FORMAT(&info))) {
         GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Invalid caps %" GST_PTR_FORMAT, caps), (nullptr));
-        priv->error_posted = true;
         gst_event_unref(event);
-        return GST_FLOW_NOT_NEGOTIATED;
+        return fatal(self, GST_FLOW_NOT_NEGOTIATED);
       }
       if (priv->have_info && !gst_video_info_is_equal(&info, &priv->in_info)) {
         /* Another size or format: A leaves alone under its own caps, the next keyframe starts afresh. */
@@ -707,6 +759,7 @@ static GstFlowReturn handle_event(GstVaeInterp *self, GstEvent *event) {
           g_mutex_unlock(&priv->lock);
         }
         ret = flush_held(self);
+        reset_pair(priv);
       }
       priv->in_info = info;
       priv->have_info = true;
@@ -714,8 +767,7 @@ static GstFlowReturn handle_event(GstVaeInterp *self, GstEvent *event) {
       if (ret != GST_FLOW_OK) return ret;
       if (!push_out_caps(self, settings_snapshot(self))) {
         GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Downstream refused the caps"), (nullptr));
-        priv->error_posted = true;
-        return GST_FLOW_NOT_NEGOTIATED;
+        return fatal(self, GST_FLOW_NOT_NEGOTIATED);
       }
       return GST_FLOW_OK;
     }
@@ -747,8 +799,8 @@ static void gst_vae_interp_loop(GstPad *pad) {
   GstFlowReturn ret = GST_FLOW_OK;
 
   g_mutex_lock(&priv->lock);
-  while (priv->queue.empty() && !priv->flushing) g_cond_wait(&priv->item_add, &priv->lock);
-  if (priv->flushing) {
+  while (priv->queue.empty() && priv->srcresult != GST_FLOW_FLUSHING) g_cond_wait(&priv->item_add, &priv->lock);
+  if (priv->srcresult == GST_FLOW_FLUSHING) {
     ret = priv->srcresult;
     g_mutex_unlock(&priv->lock);
     goto out_flushing;
@@ -762,10 +814,7 @@ static void gst_vae_interp_loop(GstPad *pad) {
     } else if (GST_IS_QUERY(obj)) {
       priv->query_taken = true;
     }
-    const bool reset = priv->reset_pair;
-    priv->reset_pair = false;
     g_mutex_unlock(&priv->lock);
-    if (reset) drop_held(priv);
 
     try {
       if (GST_IS_BUFFER(obj)) {
@@ -786,16 +835,15 @@ static void gst_vae_interp_loop(GstPad *pad) {
         g_mutex_unlock(&priv->lock);
       }
     } catch (const std::exception &e) {
-      /* Nothing should get here (codec calls catch their own); never let it escape into C. */
+      /* Nothing should get here (backend calls catch their own); never let it escape into C. */
       GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Unexpected failure: %s", e.what()), (nullptr));
-      priv->error_posted = true;
-      ret = GST_FLOW_ERROR;
+      ret = fatal(self, GST_FLOW_ERROR);
     }
   }
   if (ret == GST_FLOW_OK) return;
 
   g_mutex_lock(&priv->lock);
-  if (!priv->flushing) priv->srcresult = ret;
+  if (priv->srcresult != GST_FLOW_FLUSHING) priv->srcresult = ret;
   ret = priv->srcresult;
   g_cond_broadcast(&priv->item_del);
   g_cond_broadcast(&priv->query_done);
@@ -818,13 +866,13 @@ static GstFlowReturn gst_vae_interp_chain(GstPad *pad, GstObject *parent, GstBuf
   GstVaeInterpPrivate *priv = self->priv;
   GstFlowReturn ret;
   g_mutex_lock(&priv->lock);
-  if (priv->pending >= priv->max_pending && !priv->flushing && priv->srcresult == GST_FLOW_OK && !priv->eos) {
+  if (priv->pending >= priv->max_pending && priv->srcresult == GST_FLOW_OK && !priv->eos) {
     const gint64 start = g_get_monotonic_time();
-    while (priv->pending >= priv->max_pending && !priv->flushing && priv->srcresult == GST_FLOW_OK)
+    while (priv->pending >= priv->max_pending && priv->srcresult == GST_FLOW_OK)
       g_cond_wait(&priv->item_del, &priv->lock);
     priv->stats.backpressure_us += g_get_monotonic_time() - start;
   }
-  if (priv->flushing || priv->srcresult != GST_FLOW_OK) {
+  if (priv->srcresult != GST_FLOW_OK) {
     ret = priv->srcresult;
     g_mutex_unlock(&priv->lock);
     GST_DEBUG_OBJECT(self, "refusing keyframe: %s", gst_flow_get_name(ret));
@@ -851,7 +899,6 @@ static gboolean gst_vae_interp_sink_event(GstPad *pad, GstObject *parent, GstEve
     case GST_EVENT_FLUSH_START: {
       gst_pad_push_event(self->srcpad, event);
       g_mutex_lock(&priv->lock);
-      priv->flushing = true;
       priv->srcresult = GST_FLOW_FLUSHING;
       g_cond_broadcast(&priv->item_add);
       g_cond_broadcast(&priv->item_del);
@@ -865,11 +912,11 @@ static gboolean gst_vae_interp_sink_event(GstPad *pad, GstObject *parent, GstEve
       gst_pad_push_event(self->srcpad, event);
       g_mutex_lock(&priv->lock);
       free_queue_locked(priv);
-      priv->flushing = false;
       priv->eos = false;
       priv->srcresult = GST_FLOW_OK;
-      priv->reset_pair = true;
       priv->error_posted = false;
+      /* The task is paused (FLUSH_START): the worker's pair state can be dropped here, like gstqueue. */
+      reset_pair(priv);
       if (gst_pad_is_active(self->srcpad))
         gst_pad_start_task(self->srcpad, (GstTaskFunction)gst_vae_interp_loop, self->srcpad, nullptr);
       g_mutex_unlock(&priv->lock);
@@ -881,7 +928,7 @@ static gboolean gst_vae_interp_sink_event(GstPad *pad, GstObject *parent, GstEve
   if (!GST_EVENT_IS_SERIALIZED(event)) return gst_pad_event_default(pad, parent, event);
 
   g_mutex_lock(&priv->lock);
-  if (priv->flushing) {
+  if (priv->srcresult == GST_FLOW_FLUSHING) {
     g_mutex_unlock(&priv->lock);
     gst_event_unref(event);
     return FALSE;
@@ -952,7 +999,7 @@ static gboolean gst_vae_interp_sink_query(GstPad *pad, GstObject *parent, GstQue
 
   /* Serialized queries (DRAIN, ...) are answered in stream order by the worker, like gstqueue. */
   g_mutex_lock(&priv->lock);
-  if (priv->flushing || priv->srcresult != GST_FLOW_OK || priv->last_query) {
+  if (priv->srcresult != GST_FLOW_OK || priv->last_query) {
     g_mutex_unlock(&priv->lock);
     return FALSE;
   }
@@ -961,7 +1008,7 @@ static gboolean gst_vae_interp_sink_query(GstPad *pad, GstObject *parent, GstQue
   priv->queue.push_back(GST_MINI_OBJECT_CAST(query));
   g_cond_signal(&priv->item_add);
   while (priv->last_query == query &&
-         (priv->query_taken || (!priv->flushing && priv->srcresult == GST_FLOW_OK)))
+         (priv->query_taken || (priv->srcresult == GST_FLOW_OK)))
     g_cond_wait(&priv->query_done, &priv->lock);
   bool res = false;
   if (priv->last_query == query) {
@@ -987,7 +1034,6 @@ static gboolean gst_vae_interp_sink_activate_mode(GstPad *pad, GstObject *parent
     return TRUE;
   }
   g_mutex_lock(&priv->lock);
-  priv->flushing = true;
   priv->srcresult = GST_FLOW_FLUSHING;
   g_cond_broadcast(&priv->item_del);
   g_cond_broadcast(&priv->query_done);
@@ -1010,7 +1056,6 @@ static gboolean gst_vae_interp_src_activate_mode(GstPad *pad, GstObject *parent,
   if (mode != GST_PAD_MODE_PUSH) return FALSE;
   if (active) {
     g_mutex_lock(&priv->lock);
-    priv->flushing = false;
     priv->eos = false;
     priv->srcresult = GST_FLOW_OK;
     priv->error_posted = false;
@@ -1019,7 +1064,6 @@ static gboolean gst_vae_interp_src_activate_mode(GstPad *pad, GstObject *parent,
     return ok;
   }
   g_mutex_lock(&priv->lock);
-  priv->flushing = true;
   priv->srcresult = GST_FLOW_FLUSHING;
   g_cond_broadcast(&priv->item_add);
   g_cond_broadcast(&priv->item_del);
@@ -1028,14 +1072,14 @@ static gboolean gst_vae_interp_src_activate_mode(GstPad *pad, GstObject *parent,
   /* Joins the worker; it checks the flushing flag between decode batches. */
   gboolean ok = gst_pad_stop_task(pad);
   /* Worker state, now that the worker is gone. */
-  drop_held(priv);
+  reset_pair(priv);
   priv->have_info = false;
   gst_caps_replace(&priv->out_caps, nullptr);
   priv->out_fps_n = 0;
   priv->out_fps_d = 1;
   gst_segment_init(&priv->segment, GST_FORMAT_UNDEFINED);
   priv->keyframe_counter = 0;
-  priv->last_spacing = GST_CLOCK_TIME_NONE;
+  priv->planner.reset();
   return ok;
 }
 
@@ -1100,9 +1144,35 @@ static gboolean gst_vae_interp_src_query(GstPad *pad, GstObject *parent, GstQuer
 /* ------------------------------------------------------------------------------------------------ */
 /* Start / stop                                                                                     */
 
-static bool file_exists(const std::string &path) { return g_file_test(path.c_str(), G_FILE_TEST_IS_REGULAR); }
+/* The element's settings as lib/interp/backend.h sees them. */
+static dw::interp::BackendSettings backend_settings(const Settings &s) {
+  dw::interp::BackendSettings b;
+  static const dw::interp::BackendKind kinds[] = {dw::interp::BackendKind::Auto, dw::interp::BackendKind::Taesd,
+                                                  dw::interp::BackendKind::TorchScript, dw::interp::BackendKind::Blend,
+                                                  dw::interp::BackendKind::Flow, dw::interp::BackendKind::Vfi};
+  b.kind = kinds[std::clamp<int>(s.backend, 0, 5)];
+  b.encoder = s.encoder;
+  b.decoder = s.decoder;
+  b.model_dir = s.model_dir;
+  b.vfi_model = s.vfi_model;
+  b.device = s.device;
+  b.precision = s.precision == GST_VAE_INTERP_PRECISION_FP32   ? dw::latent::Precision::Fp32
+                : s.precision == GST_VAE_INTERP_PRECISION_FP16 ? dw::latent::Precision::Fp16
+                : s.precision == GST_VAE_INTERP_PRECISION_BF16 ? dw::latent::Precision::Bf16
+                                                               : dw::latent::Precision::Auto;
+  b.threads = static_cast<int>(std::min<guint>(s.threads, 1024));
+  b.batch_size = static_cast<int>(std::clamp(s.batch_size, 1u, 64u));
+  b.residual_carry = s.residual_carry;
+  b.max_gpu_memory_mb = s.max_gpu_memory;
+  b.release_interval = static_cast<int>(std::min<guint>(s.release_interval, G_MAXINT));
+  b.flow_preset = s.flow_preset == GST_VAE_INTERP_FLOW_PRESET_ULTRAFAST ? dw::interp::FlowPreset::Ultrafast
+                  : s.flow_preset == GST_VAE_INTERP_FLOW_PRESET_MEDIUM  ? dw::interp::FlowPreset::Medium
+                                                                        : dw::interp::FlowPreset::Fast;
+  return b;
+}
 
-/* Validates the settings and loads (or shares) the model. Posts the error itself. */
+/* Validates the settings and creates the backend (lib/interp/backend.h; a latent model is loaded
+ * or shared). Posts the error naming the problem. */
 static bool gst_vae_interp_start(GstVaeInterp *self) {
   GstVaeInterpPrivate *priv = self->priv;
   const Settings s = settings_snapshot(self);
@@ -1111,72 +1181,37 @@ static bool gst_vae_interp_start(GstVaeInterp *self) {
                       ("set target-fps (e.g. 24/1) or a fixed number of frames"));
     return false;
   }
-  const bool model_backend = s.backend != GST_VAE_INTERP_BACKEND_BLEND;
-  if (model_backend) {
-    for (const auto &[role, path] : {std::pair<const char *, const std::string &>{"encoder", s.encoder},
-                                     std::pair<const char *, const std::string &>{"decoder", s.decoder}}) {
-      if (!path.empty() && !file_exists(path)) {
-        GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("%s file '%s' does not exist", role, path.c_str()),
-                          ("property %s", role));
-        return false;
-      }
-    }
-    if (!s.model_dir.empty() && !g_file_test(s.model_dir.c_str(), G_FILE_TEST_IS_DIR)) {
-      GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("model-dir '%s' is not a directory", s.model_dir.c_str()),
-                        (nullptr));
-      return false;
-    }
-    const bool have_files = (!s.encoder.empty() && !s.decoder.empty()) || !s.model_dir.empty();
-    if (s.backend != GST_VAE_INTERP_BACKEND_AUTO && !have_files) {
-      GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
-                        ("backend %s needs encoder and decoder files (or model-dir)",
-                         s.backend == GST_VAE_INTERP_BACKEND_TAESD ? "taesd" : "torchscript"),
-                        (nullptr));
-      return false;
-    }
-    if (s.backend == GST_VAE_INTERP_BACKEND_AUTO && (s.encoder.empty() != s.decoder.empty()) && s.model_dir.empty()) {
-      GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("Both encoder and decoder are needed (only %s is set)",
-                                                   s.encoder.empty() ? "decoder" : "encoder"),
-                        (nullptr));
-      return false;
-    }
-  }
-
-  dw::latent::CodecConfig config;
-  switch (s.backend) {
-    case GST_VAE_INTERP_BACKEND_AUTO: config.backend = dw::latent::Backend::Auto; break;
-    case GST_VAE_INTERP_BACKEND_TAESD: config.backend = dw::latent::Backend::Taesd; break;
-    case GST_VAE_INTERP_BACKEND_TORCHSCRIPT: config.backend = dw::latent::Backend::TorchScript; break;
-    case GST_VAE_INTERP_BACKEND_BLEND: config.backend = dw::latent::Backend::Blend; break;
-  }
-  switch (s.precision) {
-    case GST_VAE_INTERP_PRECISION_AUTO: config.precision = dw::latent::Precision::Auto; break;
-    case GST_VAE_INTERP_PRECISION_FP32: config.precision = dw::latent::Precision::Fp32; break;
-    case GST_VAE_INTERP_PRECISION_FP16: config.precision = dw::latent::Precision::Fp16; break;
-    case GST_VAE_INTERP_PRECISION_BF16: config.precision = dw::latent::Precision::Bf16; break;
-  }
-  config.encoder_path = s.encoder;
-  config.decoder_path = s.decoder;
-  config.model_dir = s.model_dir;
-  config.device = s.device;
-  config.threads = static_cast<int>(s.threads);
-
-  std::shared_ptr<dw::latent::SharedCodec> codec;
-  try {
-    codec = dw::latent::ModelRegistry::acquire(config);
-  } catch (const std::exception &e) {
-    if (model_backend && s.backend != GST_VAE_INTERP_BACKEND_AUTO && !dw::latent::torch_available())
-      GST_ELEMENT_ERROR(self, LIBRARY, INIT, ("Cannot load the model: %s", e.what()), (nullptr));
+  const dw::interp::BackendSettings bs = backend_settings(s);
+  const dw::interp::BackendKind kind = dw::interp::resolve_backend(bs);
+  if (auto problem = dw::interp::check_backend_settings(bs, kind)) {
+    if (problem->kind == dw::interp::SettingsProblem::Kind::NotFound)
+      GST_ELEMENT_ERROR(self, RESOURCE, NOT_FOUND, ("%s", problem->message.c_str()), (nullptr));
     else
-      GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Cannot load the model: %s", e.what()),
-                        ("encoder '%s', decoder '%s', model-dir '%s', device %s", s.encoder.c_str(), s.decoder.c_str(),
-                         s.model_dir.c_str(), s.device.c_str()));
+      GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("%s", problem->message.c_str()), (nullptr));
     return false;
   }
-  const std::string description = codec->codec().describe();
-  GST_INFO_OBJECT(self, "codec: %s", description.c_str());
+  dw::interp::Backend backend;
+  try {
+    backend = dw::interp::create_backend(bs, kind);
+  } catch (const std::exception &e) {
+    if ((dw::interp::backend_needs_torch(kind) && !dw::latent::torch_available()) || kind == dw::interp::BackendKind::Flow)
+      GST_ELEMENT_ERROR(self, LIBRARY, INIT,
+                        ("Cannot create the %s backend: %s", dw::interp::backend_kind_name(kind), e.what()), (nullptr));
+    else
+      GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Cannot load the model: %s", e.what()),
+                        ("encoder '%s', decoder '%s', model-dir '%s', vfi-model '%s', device %s", s.encoder.c_str(),
+                         s.decoder.c_str(), s.model_dir.c_str(), s.vfi_model.c_str(), s.device.c_str()));
+    return false;
+  }
+  const std::string description = backend.interp->describe();
+  GST_INFO_OBJECT(self, "backend %s: %s", dw::interp::backend_kind_name(kind), description.c_str());
+  priv->interp = std::move(backend.interp);
+  priv->latent_pair = backend.latent;
+#ifdef DW_INTERP_HAVE_VFI
+  priv->vfi = backend.vfi;
+#endif
   g_mutex_lock(&priv->lock);
-  priv->codec = std::move(codec);
+  priv->codec = std::move(backend.codec);
   priv->backend_description = description;
   priv->stats = Stats();
   priv->reported_latency = 0;
@@ -1185,14 +1220,19 @@ static bool gst_vae_interp_start(GstVaeInterp *self) {
   return true;
 }
 
+/* After the worker is stopped: frees the interpolator (and the model if nobody else holds it). */
 static void gst_vae_interp_stop(GstVaeInterp *self) {
   GstVaeInterpPrivate *priv = self->priv;
-  std::shared_ptr<dw::latent::SharedCodec> codec;
+  priv->latent_pair = nullptr;
+#ifdef DW_INTERP_HAVE_VFI
+  priv->vfi = nullptr;
+#endif
+  priv->interp.reset();
   g_mutex_lock(&priv->lock);
-  codec = std::move(priv->codec);
+  std::shared_ptr<dw::latent::SharedCodec> codec = std::move(priv->codec);
   priv->codec.reset();
   g_mutex_unlock(&priv->lock);
-  codec.reset();  // frees the model if nobody else holds it, outside our lock
+  codec.reset();  // outside our lock
 }
 
 static GstStateChangeReturn gst_vae_interp_change_state(GstElement *element, GstStateChange transition) {
@@ -1236,6 +1276,12 @@ static void gst_vae_interp_set_property(GObject *object, guint prop_id, const GV
     case PROP_MAX_PENDING: s.max_pending = g_value_get_uint(value); break;
     case PROP_MAX_ERRORS: s.max_errors = g_value_get_int(value); break;
     case PROP_POST_MESSAGES: s.post_messages = g_value_get_boolean(value); break;
+    case PROP_RESIDUAL_CARRY: s.residual_carry = g_value_get_boolean(value); break;
+    case PROP_FLOW_PRESET: s.flow_preset = static_cast<GstVaeInterpFlowPreset>(g_value_get_enum(value)); break;
+    case PROP_VFI_MODEL: s.vfi_model = str(value); break;
+    case PROP_MAX_GAP_TRANSITION: s.max_gap_transition = g_value_get_uint64(value); break;
+    case PROP_MAX_GPU_MEMORY: s.max_gpu_memory = g_value_get_int(value); break;
+    case PROP_RELEASE_INTERVAL: s.release_interval = g_value_get_uint(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec); break;
   }
   const guint max_pending = s.max_pending;
@@ -1271,6 +1317,12 @@ static void gst_vae_interp_get_property(GObject *object, guint prop_id, GValue *
     case PROP_MAX_PENDING: g_value_set_uint(value, s.max_pending); break;
     case PROP_MAX_ERRORS: g_value_set_int(value, s.max_errors); break;
     case PROP_POST_MESSAGES: g_value_set_boolean(value, s.post_messages); break;
+    case PROP_RESIDUAL_CARRY: g_value_set_boolean(value, s.residual_carry); break;
+    case PROP_FLOW_PRESET: g_value_set_enum(value, s.flow_preset); break;
+    case PROP_VFI_MODEL: g_value_set_string(value, opt(s.vfi_model)); break;
+    case PROP_MAX_GAP_TRANSITION: g_value_set_uint64(value, s.max_gap_transition); break;
+    case PROP_MAX_GPU_MEMORY: g_value_set_int(value, s.max_gpu_memory); break;
+    case PROP_RELEASE_INTERVAL: g_value_set_uint(value, s.release_interval); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK(self);
@@ -1279,7 +1331,8 @@ static void gst_vae_interp_get_property(GObject *object, guint prop_id, GValue *
 static void gst_vae_interp_finalize(GObject *object) {
   auto *self = GST_VAE_INTERP(object);
   GstVaeInterpPrivate *priv = self->priv;
-  drop_held(priv);
+  reset_pair(priv);
+  priv->interp.reset();
   gst_caps_replace(&priv->out_caps, nullptr);
   g_mutex_lock(&priv->lock);
   free_queue_locked(priv);
@@ -1316,18 +1369,10 @@ static void gst_vae_interp_init(GstVaeInterp *self) {
   gst_element_add_pad(GST_ELEMENT(self), self->srcpad);
 }
 
-static void gst_vae_interp_class_init(GstVaeInterpClass *klass) {
-  GObjectClass *gobject_class = G_OBJECT_CLASS(klass);
-  GstElementClass *element_class = GST_ELEMENT_CLASS(klass);
-
-  gobject_class->set_property = gst_vae_interp_set_property;
-  gobject_class->get_property = gst_vae_interp_get_property;
-  gobject_class->finalize = gst_vae_interp_finalize;
-  element_class->change_state = GST_DEBUG_FUNCPTR(gst_vae_interp_change_state);
-
+/* Model files and where the model runs: fixed from READY->PAUSED on. */
+static void install_model_properties(GObjectClass *gobject_class) {
   const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
   const GParamFlags rw_ready = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_READY);
-  const GParamFlags rw_playing = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
 
   /**
    * GstVaeInterp:encoder:
@@ -1355,15 +1400,6 @@ static void gst_vae_interp_class_init(GstVaeInterpClass *klass) {
                           "are not set; NULL = none",
                           DEFAULT_MODEL_DIR, rw_ready));
   /**
-   * GstVaeInterp:backend:
-   * The latent codec. auto: taesd for .safetensors, torchscript for .pt, blend without model files.
-   */
-  g_object_class_install_property(gobject_class, PROP_BACKEND,
-      g_param_spec_enum("backend", "Backend",
-                        "Latent codec (auto = taesd for .safetensors, torchscript for .pt, blend when no model "
-                        "file is set)",
-                        GST_TYPE_VAE_INTERP_BACKEND, DEFAULT_BACKEND, rw_ready));
-  /**
    * GstVaeInterp:device:
    * Where the model runs.
    */
@@ -1378,6 +1414,86 @@ static void gst_vae_interp_class_init(GstVaeInterpClass *klass) {
       g_param_spec_enum("precision", "Precision",
                         "Model precision (auto = bf16 on CPUs with native bf16, fp16 on CUDA, else fp32)",
                         GST_TYPE_VAE_INTERP_PRECISION, DEFAULT_PRECISION, rw_ready));
+  /**
+   * GstVaeInterp:max-gpu-memory:
+   * Latent backends on CUDA: cap on what this process may allocate on the device.
+   */
+  g_object_class_install_property(gobject_class, PROP_MAX_GPU_MEMORY,
+      g_param_spec_int("max-gpu-memory", "Max GPU memory (MiB)",
+                       "Latent backends on CUDA: cap on device memory this process may allocate, and the cached "
+                       "memory is trimmed when a decode leaves more reserved (0 = no cap; ignored on CPU)",
+                       0, G_MAXINT, DEFAULT_MAX_GPU_MEMORY, rw_ready));
+  /**
+   * GstVaeInterp:release-interval:
+   * Latent backends on CUDA: decoded frames between cache trims.
+   */
+  g_object_class_install_property(gobject_class, PROP_RELEASE_INTERVAL,
+      g_param_spec_uint("release-interval", "Release interval (frames)",
+                        "Latent backends on CUDA: decoded frames between CUDA cache trims (0 = only when over "
+                        "max-gpu-memory; ignored on CPU)",
+                        0, G_MAXINT, DEFAULT_RELEASE_INTERVAL, rw_ready));
+}
+
+/* Which backend and its options. */
+static void install_backend_properties(GObjectClass *gobject_class) {
+  const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
+  const GParamFlags rw_ready = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_READY);
+  const GParamFlags rw_playing = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
+
+  /**
+   * GstVaeInterp:backend:
+   * How in-betweens are made. auto: taesd (.safetensors) or torchscript (.pt) when model files are set,
+   * else flow in builds with OpenCV, else blend. flow and vfi are listed only in builds that have them.
+   */
+  g_object_class_install_property(gobject_class, PROP_BACKEND,
+      g_param_spec_enum("backend", "Backend",
+                        "How in-betweens are made (auto = taesd/torchscript when model files are set, else flow "
+                        "when built with OpenCV, else blend; see docs/elements/vaeinterp.md, choosing a backend)",
+                        GST_TYPE_VAE_INTERP_BACKEND, DEFAULT_BACKEND, rw_ready));
+  /**
+   * GstVaeInterp:threads:
+   * Intra-op threads of the model.
+   */
+  g_object_class_install_property(gobject_class, PROP_THREADS,
+      g_param_spec_uint("threads", "Threads", "Intra-op threads for the model, OpenCV threads for flow (0 = number of cores; flow: 2)", 0, 1024,
+                        DEFAULT_THREADS, rw_ready));
+  /**
+   * GstVaeInterp:flow-preset:
+   * Speed/quality of the optical flow (backend=flow).
+   */
+  g_object_class_install_property(gobject_class, PROP_FLOW_PRESET,
+      g_param_spec_enum("flow-preset", "Flow preset",
+                        "backend=flow: DIS optical-flow preset (ultrafast = half-size flow for big frames on slow "
+                        "CPUs, fast, medium = best quality); OpenCV threads = threads (0 = 2)",
+                        GST_TYPE_VAE_INTERP_FLOW_PRESET, DEFAULT_FLOW_PRESET, rw_ready));
+  /**
+   * GstVaeInterp:vfi-model:
+   * backend=vfi: a frame-interpolation TorchScript model (RIFE/FILM export).
+   */
+  g_object_class_install_property(gobject_class, PROP_VFI_MODEL,
+      g_param_spec_string("vfi-model", "VFI model file",
+                          "backend=vfi: TorchScript frame-interpolation model, forward(img0, img1, t) or midpoint-only "
+                          "forward(img0, img1) on [0,1] NCHW RGB (RIFE/FILM exports); NULL = none",
+                          DEFAULT_VFI_MODEL, rw_ready));
+  /**
+   * GstVaeInterp:residual-carry:
+   * Latent backends: add the keyframes' VAE residuals back, weighted (1 - t, t), so in-betweens are as
+   * sharp as the keyframes around them (no pulse at each keyframe). Keyframes are bit-exact either way.
+   */
+  g_object_class_install_property(gobject_class, PROP_RESIDUAL_CARRY,
+      g_param_spec_boolean("residual-carry", "Residual carry",
+                           "Latent backends (taesd, torchscript): add (1-t)(A - D(zA)) + t(B - D(zB)) to each "
+                           "decoded in-between so it matches the keyframes' sharpness (one extra decode per "
+                           "keyframe); ignored by flow and vfi",
+                           DEFAULT_RESIDUAL_CARRY, rw_playing));
+}
+
+
+/* How the stream is interpolated: changeable while playing (read per keyframe). */
+static void install_stream_properties(GObjectClass *gobject_class) {
+  const GParamFlags rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS);
+  const GParamFlags rw_playing = static_cast<GParamFlags>(rw | GST_PARAM_MUTABLE_PLAYING);
+
   /**
    * GstVaeInterp:frames:
    * In-betweens per keyframe pair; -1 = auto from the measured keyframe interval and target-fps.
@@ -1398,19 +1514,12 @@ static void gst_vae_interp_class_init(GstVaeInterpClass *klass) {
                               0, 1, 1000, 1, DEFAULT_TARGET_FPS_N, DEFAULT_TARGET_FPS_D, rw_playing));
   /**
    * GstVaeInterp:batch-size:
-   * In-betweens decoded per codec call.
+   * In-betweens made per backend call.
    */
   g_object_class_install_property(gobject_class, PROP_BATCH_SIZE,
       g_param_spec_uint("batch-size", "Batch size (frames)",
-                        "In-betweens decoded per codec call; each batch is pushed as soon as it is decoded", 1, 64,
+                        "In-betweens made per backend call; each batch is pushed as soon as it is made", 1, 64,
                         DEFAULT_BATCH_SIZE, rw_playing));
-  /**
-   * GstVaeInterp:threads:
-   * Intra-op threads of the model.
-   */
-  g_object_class_install_property(gobject_class, PROP_THREADS,
-      g_param_spec_uint("threads", "Threads", "Intra-op threads for the model (0 = number of cores)", 0, 1024,
-                        DEFAULT_THREADS, rw_ready));
   /**
    * GstVaeInterp:max-pending:
    * Keyframes waiting for the worker before chain() blocks.
@@ -1421,13 +1530,24 @@ static void gst_vae_interp_class_init(GstVaeInterpClass *klass) {
                         1024, DEFAULT_MAX_PENDING, rw_playing));
   /**
    * GstVaeInterp:max-errors:
-   * Codec failures tolerated (as warnings, the pair skipped) before an error.
+   * Backend failures tolerated (as warnings, the pair skipped) before an error.
    */
   g_object_class_install_property(gobject_class, PROP_MAX_ERRORS,
       g_param_spec_int("max-errors", "Max errors",
-                       "Codec failures tolerated as warnings (the pair is skipped) before an error; 0 = the first "
+                       "Backend failures tolerated as warnings (the pair is skipped) before an error; 0 = the first "
                        "is fatal, -1 = never fatal",
                        -1, G_MAXINT, DEFAULT_MAX_ERRORS, rw_playing));
+  /**
+   * GstVaeInterp:max-gap-transition:
+   * After a discontinuity (DISCONT keyframe, or a gap much longer than the keyframe period), the
+   * in-betweens fill only this much time before the new keyframe.
+   */
+  g_object_class_install_property(gobject_class, PROP_MAX_GAP_TRANSITION,
+      g_param_spec_uint64("max-gap-transition", "Max gap transition (ns)",
+                          "After a discontinuity (a keyframe flagged DISCONT, or an interval over 4x the recent "
+                          "keyframe period and over 2 s) the previous keyframe is held and only this long a "
+                          "transition is interpolated before the new one; 0 = cut",
+                          0, 60 * GST_SECOND, DEFAULT_MAX_GAP_TRANSITION, rw_playing));
   /**
    * GstVaeInterp:post-messages:
    * Post a dreamwindow-interp element message per interpolated keyframe pair.
@@ -1443,19 +1563,37 @@ static void gst_vae_interp_class_init(GstVaeInterpClass *klass) {
   g_object_class_install_property(gobject_class, PROP_STATS,
       g_param_spec_boxed("stats", "Statistics",
                          "application/x-vaeinterp-stats: keyframes, keyframes-encoded, keyframes-out, inbetweens-out, "
-                         "frames-out, pairs, pairs-restarted, errors, encode-ms-last/-mean, decode-ms-last/-mean "
-                         "(per pair), interp-fps-last/-mean, frames-last, keyframe-period (ns), queue-depth, "
-                         "max-pending, backpressure-ms, lock-acquisitions, lock-wait-ms-total/-max, backend",
+                         "frames-out, pairs, pairs-restarted, transitions, errors, encode-ms-last/-mean (pair set-up), "
+                         "decode-ms-last/-mean (in-betweens per pair), interp-fps-last/-mean, frames-last, keyframe-period (ns), queue-depth, "
+                         "max-pending, backpressure-ms, lock-acquisitions, lock-wait-ms-total/-max, vfi-model-calls, "
+                         "vfi-peak-live-intermediates, backend",
                          GST_TYPE_STRUCTURE, static_cast<GParamFlags>(G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
+
+}
+
+static void gst_vae_interp_class_init(GstVaeInterpClass *klass) {
+  GObjectClass *gobject_class = G_OBJECT_CLASS(klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS(klass);
+
+  gobject_class->set_property = gst_vae_interp_set_property;
+  gobject_class->get_property = gst_vae_interp_get_property;
+  gobject_class->finalize = gst_vae_interp_finalize;
+  element_class->change_state = GST_DEBUG_FUNCPTR(gst_vae_interp_change_state);
+
+  install_model_properties(gobject_class);
+  install_backend_properties(gobject_class);
+  install_stream_properties(gobject_class);
 
   gst_element_class_add_static_pad_template(element_class, &sink_template);
   gst_element_class_add_static_pad_template(element_class, &src_template);
   gst_element_class_set_static_metadata(
-      element_class, "Latent keyframe interpolator", "Filter/Effect/Video",
-      "Fills the gaps between keyframes with frames decoded from slerped VAE latents (TAESD, TorchScript) or a "
-      "crossfade, on its own thread so interpolation overlaps with keyframe generation",
+      element_class, "Keyframe interpolator", "Filter/Effect/Video",
+      "Fills the gaps between keyframes with in-betweens from optical flow, a frame-interpolation model, slerped "
+      "VAE latents (TAESD, TorchScript) or a crossfade, on its own thread so interpolation overlaps with keyframe "
+      "generation",
       "gst-dreamwindow developers");
 
   gst_type_mark_as_plugin_api(GST_TYPE_VAE_INTERP_BACKEND, static_cast<GstPluginAPIFlags>(0));
   gst_type_mark_as_plugin_api(GST_TYPE_VAE_INTERP_PRECISION, static_cast<GstPluginAPIFlags>(0));
+  gst_type_mark_as_plugin_api(GST_TYPE_VAE_INTERP_FLOW_PRESET, static_cast<GstPluginAPIFlags>(0));
 }

@@ -3,6 +3,7 @@
 # to a window when a display is available, otherwise into a WebM file.
 #   examples/pipelines/keyframes_from_sim.sh [builddir] [num-keyframes]
 set -euo pipefail
+. "$(dirname "$0")/need_window_sink.sh"
 BUILD=${1:-build}
 COUNT=${2:-60}
 export GST_PLUGIN_PATH="$BUILD/gst${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"

@@ -2,6 +2,7 @@
 # The chain without a VAE (vaeinterp's blend backend: a pixel crossfade) to a window.
 #   examples/pipelines/view_blend.sh [builddir] [comfy-url]
 set -euo pipefail
+. "$(dirname "$0")/need_window_sink.sh"
 BUILD=${1:-build}
 export GST_PLUGIN_PATH="$BUILD/gst${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
 URL=${2:-}

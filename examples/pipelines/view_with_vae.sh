@@ -4,6 +4,7 @@
 #   examples/pipelines/view_with_vae.sh [builddir] [comfy-url]
 # Without a comfy-url the built-in simulator is started.
 set -euo pipefail
+. "$(dirname "$0")/need_window_sink.sh"
 BUILD=${1:-build}
 MODELS=${MODELS:-$(cd "$(dirname "$0")/../.." && pwd)/../shared/models}
 export GST_PLUGIN_PATH="$BUILD/gst${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"

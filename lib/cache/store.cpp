@@ -5,7 +5,10 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 
+#include "json/json.h"
+
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -19,15 +22,30 @@ struct GFreeDeleter {
   void operator()(void *p) const { g_free(p); }
 };
 
+// Typed member access: a member of the wrong type is a StoreError naming it (json-glib's getters
+// would log a critical and return 0 / NULL, which a hostile index.json could turn into garbage).
+JsonNode *member(JsonObject *o, const char *name) {
+  return json_object_has_member(o, name) ? json_object_get_member(o, name) : nullptr;
+}
+bool is_number(JsonNode *n) {
+  if (!JSON_NODE_HOLDS_VALUE(n)) return false;
+  const GType t = json_node_get_value_type(n);
+  return t == G_TYPE_INT64 || t == G_TYPE_DOUBLE;
+}
+
 std::vector<float> read_floats(JsonObject *obj, const char *name) {
   std::vector<float> out;
-  if (!json_object_has_member(obj, name)) return out;
-  JsonNode *node = json_object_get_member(obj, name);
+  JsonNode *node = member(obj, name);
+  if (!node) return out;
   if (!JSON_NODE_HOLDS_ARRAY(node)) throw StoreError(std::string("field '") + name + "' is not an array");
   JsonArray *arr = json_node_get_array(node);
   const guint n = json_array_get_length(arr);
   out.reserve(n);
-  for (guint i = 0; i < n; ++i) out.push_back(static_cast<float>(json_array_get_double_element(arr, i)));
+  for (guint i = 0; i < n; ++i) {
+    JsonNode *v = json_array_get_element(arr, i);
+    if (!is_number(v)) throw StoreError(std::string("field '") + name + "' holds a non-number");
+    out.push_back(static_cast<float>(json_node_get_double(v)));
+  }
   return out;
 }
 
@@ -39,13 +57,32 @@ void write_floats(JsonBuilder *b, const char *name, const std::vector<float> &v)
 }
 
 double get_double(JsonObject *o, const char *name, double def = 0) {
-  return json_object_has_member(o, name) ? json_object_get_double_member(o, name) : def;
+  JsonNode *n = member(o, name);
+  if (!n) return def;
+  if (!is_number(n)) throw StoreError(std::string("field '") + name + "' is not a number");
+  return json_node_get_double(n);
 }
 int64_t get_int(JsonObject *o, const char *name, int64_t def = 0) {
-  return json_object_has_member(o, name) ? json_object_get_int_member(o, name) : def;
+  JsonNode *n = member(o, name);
+  if (!n) return def;
+  if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64)
+    throw StoreError(std::string("field '") + name + "' is not an integer");
+  return json_node_get_int(n);
+}
+// An integer in [lo, hi]; out of range is a StoreError naming the field and the value.
+int64_t get_int_in(JsonObject *o, const char *name, int64_t lo, int64_t hi, int64_t def = 0) {
+  const int64_t v = get_int(o, name, def);
+  if (v < lo || v > hi)
+    throw StoreError(std::string("field '") + name + "' = " + std::to_string(v) + " is out of range [" +
+                     std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return v;
 }
 std::string get_string(JsonObject *o, const char *name) {
-  const char *s = json_object_has_member(o, name) ? json_object_get_string_member(o, name) : nullptr;
+  JsonNode *n = member(o, name);
+  if (!n || JSON_NODE_HOLDS_NULL(n)) return "";
+  if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING)
+    throw StoreError(std::string("field '") + name + "' is not a string");
+  const char *s = json_node_get_string(n);
   return s ? s : "";
 }
 
@@ -68,7 +105,8 @@ bool is_temp_leftover(const std::string &name) {
 uint64_t number_of(const std::string &id) {
   // kf-00000012.png -> 12
   if (id.rfind("kf-", 0) != 0 || !has_suffix(id, ".png")) return 0;
-  return g_ascii_strtoull(id.c_str() + 3, nullptr, 10);
+  const uint64_t n = g_ascii_strtoull(id.c_str() + 3, nullptr, 10);
+  return n <= kMaxNextId - 1 ? n : 0;  // a hostile name must not wrap next-id
 }
 
 bool decode_file(const std::string &path, Image &out, std::string *error) {
@@ -124,60 +162,80 @@ int Store::find(const std::string &id) const {
   return -1;
 }
 
-bool Store::parse(const std::string &text, std::string *stored_signature, std::string *error) {
-  std::unique_ptr<JsonParser, decltype(&g_object_unref)> parser(json_parser_new(), g_object_unref);
-  GError *err = nullptr;
-  if (!json_parser_load_from_data(parser.get(), text.c_str(), static_cast<gssize>(text.size()), &err)) {
-    *error = err ? err->message : "parse error";
-    g_clear_error(&err);
-    return false;
-  }
-  JsonNode *root = json_parser_get_root(parser.get());
-  if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
-    *error = "root is not an object";
-    return false;
-  }
-  JsonObject *o = json_node_get_object(root);
-  if (!json_object_has_member(o, "entries") || !JSON_NODE_HOLDS_ARRAY(json_object_get_member(o, "entries"))) {
-    *error = "no entries array";
-    return false;
-  }
+Index parse_index(const std::string &text) {
+  dw::json::Limits limits;
+  limits.max_bytes = kMaxIndexBytes;
+  limits.max_depth = 8;  // index -> entries -> entry -> embedding -> floats: 5 levels
+  dw::json::NodePtr root;
   try {
-    *stored_signature = get_string(o, "embedder");
-    next_id_ = std::max<uint64_t>(1, static_cast<uint64_t>(get_int(o, "next-id", 1)));
-    JsonArray *arr = json_object_get_array_member(o, "entries");
-    std::vector<Entry> entries;
-    std::set<std::string> seen;
-    for (guint i = 0; i < json_array_get_length(arr); ++i) {
-      JsonNode *n = json_array_get_element(arr, i);
-      if (!JSON_NODE_HOLDS_OBJECT(n)) throw StoreError("entry is not an object");
-      JsonObject *eo = json_node_get_object(n);
-      Entry e;
-      e.id = get_string(eo, "id");
-      if (e.id.empty() || e.id.find('/') != std::string::npos || !seen.insert(e.id).second)
-        throw StoreError("bad or duplicate entry id '" + e.id + "'");
-      e.prompt = get_string(eo, "prompt");
-      e.created_us = get_int(eo, "created");
-      e.last_used_us = get_int(eo, "last-used");
-      e.hits = static_cast<uint64_t>(get_int(eo, "hits"));
-      e.injections = static_cast<uint64_t>(get_int(eo, "injections"));
-      e.keyframe_index = static_cast<uint64_t>(get_int(eo, "keyframe-index"));
-      e.width = static_cast<int>(get_int(eo, "width"));
-      e.height = static_cast<int>(get_int(eo, "height"));
-      if (json_object_has_member(eo, "embedding")) {
-        JsonObject *em = json_object_get_object_member(eo, "embedding");
-        if (!em) throw StoreError("embedding is not an object");
-        e.embedding.thumb = read_floats(em, "thumb");
-        e.embedding.hist = read_floats(em, "hist");
-        e.embedding.latent = read_floats(em, "latent");
-        e.embedding.colour.luma = get_double(em, "luma");
-        e.embedding.colour.saturation = get_double(em, "saturation");
-        e.embedding.colour.contrast = get_double(em, "contrast");
-        e.embedding.colour.sharpness = get_double(em, "sharpness");
-      }
-      entries.push_back(std::move(e));
+    root = dw::json::parse_object(text, Store::kIndexName, limits);
+  } catch (const dw::json::Error &e) {
+    throw StoreError(e.what());
+  }
+  JsonObject *o = json_node_get_object(root.get());
+  JsonNode *entries_node = member(o, "entries");
+  if (!entries_node || !JSON_NODE_HOLDS_ARRAY(entries_node)) throw StoreError("no entries array");
+  Index index;
+  index.embedder = get_string(o, "embedder");
+  // next-id names the next image (kf-%08d.png): out of range (e.g. -7, which used to wrap to
+  // kf-18446744073709551609.png) is repaired from the entries and the files, and reported.
+  JsonNode *next = member(o, "next-id");
+  if (next) {
+    const bool is_int = JSON_NODE_HOLDS_VALUE(next) && json_node_get_value_type(next) == G_TYPE_INT64;
+    const int64_t v = is_int ? json_node_get_int(next) : 0;
+    if (is_int && v >= 1 && static_cast<uint64_t>(v) <= kMaxNextId) {
+      index.next_id = static_cast<uint64_t>(v);
+    } else {
+      index.warning = std::string("field 'next-id' = ") +
+                      (is_int ? std::to_string(v) : std::string("(not an integer)")) + " is out of range [1, " +
+                      std::to_string(kMaxNextId) + "]; recomputed from the images";
     }
-    entries_ = std::move(entries);
+  }
+  JsonArray *arr = json_node_get_array(entries_node);
+  std::set<std::string> seen;
+  constexpr int64_t kMaxCount = INT64_MAX, kMaxSide = 1 << 16;
+  for (guint i = 0; i < json_array_get_length(arr); ++i) {
+    JsonNode *n = json_array_get_element(arr, i);
+    if (!JSON_NODE_HOLDS_OBJECT(n)) throw StoreError("entry is not an object");
+    JsonObject *eo = json_node_get_object(n);
+    Entry e;
+    e.id = get_string(eo, "id");
+    if (e.id.empty() || e.id.find('/') != std::string::npos || e.id == "." || e.id == ".." ||
+        !seen.insert(e.id).second)
+      throw StoreError("bad or duplicate entry id '" + e.id + "'");
+    e.prompt = get_string(eo, "prompt");
+    e.created_us = get_int(eo, "created");
+    e.last_used_us = get_int(eo, "last-used");
+    e.hits = static_cast<uint64_t>(get_int_in(eo, "hits", 0, kMaxCount));
+    e.injections = static_cast<uint64_t>(get_int_in(eo, "injections", 0, kMaxCount));
+    e.keyframe_index = static_cast<uint64_t>(get_int_in(eo, "keyframe-index", 0, kMaxCount));
+    e.width = static_cast<int>(get_int_in(eo, "width", 0, kMaxSide));
+    e.height = static_cast<int>(get_int_in(eo, "height", 0, kMaxSide));
+    if (JsonNode *emn = member(eo, "embedding")) {
+      if (!JSON_NODE_HOLDS_OBJECT(emn)) throw StoreError("embedding is not an object");
+      JsonObject *em = json_node_get_object(emn);
+      e.embedding.thumb = read_floats(em, "thumb");
+      e.embedding.hist = read_floats(em, "hist");
+      e.embedding.latent = read_floats(em, "latent");
+      e.embedding.colour.luma = get_double(em, "luma");
+      e.embedding.colour.saturation = get_double(em, "saturation");
+      e.embedding.colour.contrast = get_double(em, "contrast");
+      e.embedding.colour.sharpness = get_double(em, "sharpness");
+    }
+    index.next_id = std::max(index.next_id, number_of(e.id) + 1);
+    index.entries.push_back(std::move(e));
+  }
+  return index;
+}
+
+bool Store::parse(const std::string &text, std::string *stored_signature, std::string *error,
+                  std::string *warning) {
+  try {
+    Index index = parse_index(text);
+    *stored_signature = std::move(index.embedder);
+    next_id_ = index.next_id;
+    entries_ = std::move(index.entries);
+    *warning = std::move(index.warning);
   } catch (const std::exception &e) {
     *error = e.what();
     return false;
@@ -196,7 +254,9 @@ void Store::load(LoadReport &report) {
     std::string text(contents, length);
     g_free(contents);
     std::string error;
-    if (!parse(text, &stored_signature, &error)) {
+    const bool parsed = parse(text, &stored_signature, &error, &report.index_warning);
+    if (!report.index_warning.empty()) changed = true;  // write the repaired index back
+    if (!parsed) {
       report.index_corrupt = true;
       report.index_error = error;
       entries_.clear();

@@ -47,7 +47,24 @@ struct LoadReport {
   size_t missing = 0;          // index entries whose image is gone (dropped)
   size_t unreadable = 0;       // PNGs that cannot be decoded (left alone, not indexed)
   size_t temp_removed = 0;     // leftovers of interrupted writes
+  std::string index_warning;   // a field that was repaired (e.g. an out-of-range next-id), or ""
 };
+
+// Upper bounds for index.json: its size (an entry is a few KiB), and next-id (the image names
+// kf-%08llu.png must never wrap).
+constexpr size_t kMaxIndexBytes = 256u << 20;
+constexpr uint64_t kMaxNextId = 1000000000000000ull;
+
+// What index.json holds, parsed without touching the directory (pure, so it can be fuzzed).
+struct Index {
+  std::string embedder;
+  uint64_t next_id = 1;  // at least 1 + the number of every entry's id
+  std::vector<Entry> entries;
+  std::string warning;   // a repaired field, or ""
+};
+// Parses index.json text through dw::json (size, depth, UTF-8) and checks every field's type and
+// range; throws StoreError naming the problem.
+Index parse_index(const std::string &text);
 
 class Store {
  public:
@@ -78,7 +95,7 @@ class Store {
  private:
   void load(LoadReport &report);
   std::string serialise() const;
-  bool parse(const std::string &text, std::string *stored_signature, std::string *error);
+  bool parse(const std::string &text, std::string *stored_signature, std::string *error, std::string *warning);
 
   std::string dir_;
   std::string signature_;

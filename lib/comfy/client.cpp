@@ -8,8 +8,21 @@
 
 #include "comfy/backoff.h"
 #include "comfy/protocol.h"
+#include "comfy/url.h"
+#include "json/json.h"
 
 namespace dw::comfy {
+
+const char *health_name(Health h) {
+  switch (h) {
+    case Health::Unknown: return "unknown";
+    case Health::Ok: return "ok";
+    case Health::Unreachable: return "unreachable";
+    case Health::Unresponsive: return "unresponsive";
+    case Health::Degraded: return "degraded";
+  }
+  return "unknown";
+}
 
 std::string ImageRef::load_image_value() const {
   if (type == "output" || type == "temp") return filename + " [" + type + "]";
@@ -23,6 +36,8 @@ constexpr guint64 kMaxWsPayload = 64ull * 1024 * 1024;
 constexpr guint kKeepaliveSeconds = 5;
 // While polling, check every this many unfinished answers that the prompt is still queued.
 constexpr uint32_t kVerifyEveryPolls = 8;
+// ...but not more often than this (fast polling would otherwise read /queue every few ms).
+constexpr int64_t kVerifyMinGapUs = 1000000;
 
 // Pushes a context as thread-default for the scope (so libsoup attaches its sources there).
 struct CtxGuard {
@@ -35,6 +50,32 @@ int64_t now_us() { return g_get_monotonic_time(); }
 
 std::string gerror_text(const GError *e) { return e && e->message ? e->message : "unknown error"; }
 
+// Health changes and outages are what an operator must see: WARNING, not the debug log.
+constexpr const char *kLogDomain = "dw-comfy";
+
+void destroy_source(GSource **s) {
+  if (*s) {
+    g_source_destroy(*s);
+    g_source_unref(*s);
+    *s = nullptr;
+  }
+}
+
+// The exception boundary for every GLib/libsoup callback that runs C++ code: nothing escapes into C.
+template <typename F>
+void guarded(const char *where, F &&f) {
+  try {
+    f();
+  } catch (const std::exception &e) {
+    g_log(kLogDomain, G_LOG_LEVEL_WARNING, "%s: unexpected exception: %s", where, e.what());
+  } catch (...) {
+    g_log(kLogDomain, G_LOG_LEVEL_WARNING, "%s: unexpected non-standard exception", where);
+  }
+}
+
+// What a finished request says about the server.
+enum class Contact { None, Answered, Refused, Silent, Failed };
+
 }  // namespace
 
 
@@ -46,19 +87,24 @@ struct Req {
   std::weak_ptr<int> alive;
   GCancellable *cancel = nullptr;
   SoupMessage *msg = nullptr;
-  GSource *timer = nullptr;
+  GSource *timer = nullptr;         // whole request (timeout_ms > 0)
+  GSource *header_timer = nullptr;  // no response headers within header_ms: the server is unresponsive
+  gulong headers_handler = 0;
   bool timed_out = false;
+  bool header_timed_out = false;
+  bool got_headers = false;
+  bool probe = false;  // a health probe (GET /prompt), not part of a job
   uint32_t timeout_ms = 0;
+  uint32_t header_ms = 0;
   std::string job_id;  // empty for non-job requests
   std::string what;    // "GET http://.../history/x" for messages
   // Called with the status, body (may be null) and transport error (may be null) — only while the
   // client is alive.
   std::function<void(int status, GBytes *body, const Error &transport)> done;
   ~Req() {
-    if (timer) {
-      g_source_destroy(timer);
-      g_source_unref(timer);
-    }
+    destroy_source(&timer);
+    destroy_source(&header_timer);
+    if (msg && headers_handler) g_signal_handler_disconnect(msg, headers_handler);
     if (cancel) g_object_unref(cancel);
     if (msg) g_object_unref(msg);
   }
@@ -81,7 +127,14 @@ struct Job {
   bool queued = false;    // POST /prompt answered 200
   bool terminal = false;  // execution_success seen (websocket) or history finished
   bool history_inflight = false;
+  uint64_t ws_msgs_at_post = 0;  // websocket messages received before POST /prompt was sent
   uint32_t unfinished_polls = 0;  // /history said "not finished" this many times
+  // How well this job's finish time is known, for the generation-time estimate (see succeed()):
+  // late_seen: queued while the websocket was thought to talk, then found silent, so nothing
+  // followed it for up to ws_silence_ms; done_at_first_poll: the first blind poll (made at 70 % of
+  // the estimate) already found it finished, so it may have finished well before.
+  bool late_seen = false;
+  bool done_at_first_poll = false;
   int64_t last_history_us = 0;
   std::vector<proto::OutputImage> executed;  // from executed messages
   std::vector<uint8_t> ws_image;
@@ -94,11 +147,25 @@ struct Client::Impl {
   GMainContext *ctx = nullptr;
   SoupSession *session = nullptr;
   std::shared_ptr<int> alive = std::make_shared<int>(1);
-  std::string base;  // server_url without the trailing '/'
+  ServerUrl server;
+  std::string base;  // server.base(): "http://host:port[/prefix]"
   std::string url_error;
   Backoff backoff;
   ClientStats st;
   std::function<void(bool, const Error &)> conn_cb;
+  std::function<void(const HealthEvent &)> health_cb;
+
+  // Health: `link` is what the last contact said (Unknown/Ok/Unreachable/Unresponsive); ws_silent
+  // turns an Ok link into Degraded. `reported` is the last state given to health_cb.
+  Health link = Health::Unknown;
+  std::string link_msg;
+  bool ws_silent = false;
+  std::string silent_msg;
+  HealthEvent reported;
+  bool probe_inflight = false;
+  GSource *probe_timer = nullptr;  // recovery probes when there is no websocket to retry
+  uint32_t poll_timer_ms = 0;
+  int64_t last_verify_us = 0;
 
   std::map<std::string, std::unique_ptr<Job>> jobs;
   std::set<Req *> inflight;
@@ -120,20 +187,11 @@ struct Client::Impl {
       : cfg(std::move(c)),
         ctx(context ? g_main_context_ref(context) : g_main_context_ref_thread_default()),
         backoff(cfg.backoff_initial_ms, cfg.backoff_max_ms, 0.5, cfg.rng_seed) {
-    base = cfg.server_url;
-    while (!base.empty() && base.back() == '/') base.pop_back();
-    GError *err = nullptr;
-    GUri *u = g_uri_parse(base.c_str(), G_URI_FLAGS_NONE, &err);
-    if (!u) {
-      url_error = "invalid server URL '" + cfg.server_url + "': " + gerror_text(err);
-      g_clear_error(&err);
+    if (std::optional<ServerUrl> u = parse_server_url(cfg.server_url, &url_error)) {
+      server = *u;
+      base = server.base();
     } else {
-      const char *scheme = g_uri_get_scheme(u);
-      if (!scheme || (g_ascii_strcasecmp(scheme, "http") != 0 && g_ascii_strcasecmp(scheme, "https") != 0))
-        url_error = "invalid server URL '" + cfg.server_url + "': the scheme must be http or https";
-      else if (!g_uri_get_host(u) || !*g_uri_get_host(u))
-        url_error = "invalid server URL '" + cfg.server_url + "': no host";
-      g_uri_unref(u);
+      base = cfg.server_url;
     }
     stable_client_id = new_uuid();
     st.client_id = stable_client_id;
@@ -148,11 +206,8 @@ struct Client::Impl {
     std::vector<GCancellable *> cancels;
     for (Req *r : inflight) {
       r->impl = nullptr;
-      if (r->timer) {
-        g_source_destroy(r->timer);
-        g_source_unref(r->timer);
-        r->timer = nullptr;
-      }
+      destroy_source(&r->timer);
+      destroy_source(&r->header_timer);
       cancels.push_back(G_CANCELLABLE(g_object_ref(r->cancel)));
     }
     inflight.clear();
@@ -165,6 +220,7 @@ struct Client::Impl {
     destroy_source(&ws_connect_timer);
     destroy_source(&reconnect_timer);
     destroy_source(&poll_timer);
+    destroy_source(&probe_timer);
     if (ws_cancel) {
       g_cancellable_cancel(ws_cancel);
       g_object_unref(ws_cancel);
@@ -183,20 +239,18 @@ struct Client::Impl {
     return s;
   }
 
-  static void destroy_source(GSource **s) {
-    if (*s) {
-      g_source_destroy(*s);
-      g_source_unref(*s);
-      *s = nullptr;
-    }
-  }
-
   // A timeout / idle source on our context calling fn (while the client is alive).
   GSource *add_timer(uint32_t ms, std::function<gboolean()> fn, bool idle = false) {
     GSource *s = idle ? g_idle_source_new() : g_timeout_source_new(ms);
     auto *f = new std::function<gboolean()>(std::move(fn));
     g_source_set_callback(
-        s, [](gpointer d) -> gboolean { return (*static_cast<std::function<gboolean()> *>(d))(); }, f,
+        s,
+        [](gpointer d) -> gboolean {
+          gboolean again = G_SOURCE_REMOVE;
+          guarded("dw-comfy timer", [&] { again = (*static_cast<std::function<gboolean()> *>(d))(); });
+          return again;
+        },
+        f,
         [](gpointer d) { delete static_cast<std::function<gboolean()> *>(d); });
     g_source_attach(s, ctx);
     return s;  // caller owns the returned reference
@@ -217,8 +271,11 @@ struct Client::Impl {
 
   std::string url(const std::string &path) const { return base + path; }
 
+  // Sends msg; `done` runs on the context with the status (0 on transport errors), the body and
+  // the transport error. Every request must see response headers within connect_ms, or the server
+  // counts as unresponsive; timeout_ms > 0 also bounds the whole exchange.
   void send(SoupMessage *msg, const std::string &job_id, uint32_t timeout_ms,
-            std::function<void(int, GBytes *, const Error &)> done) {
+            std::function<void(int, GBytes *, const Error &)> done, bool probe = false) {
     auto *r = new Req();
     r->impl = this;
     r->alive = alive;
@@ -226,6 +283,8 @@ struct Client::Impl {
     r->msg = msg;
     r->job_id = job_id;
     r->timeout_ms = timeout_ms;
+    r->header_ms = cfg.timeouts.connect_ms;
+    r->probe = probe;
     {
       GUri *u = soup_message_get_uri(msg);
       char *us = g_uri_to_string_partial(u, G_URI_HIDE_PASSWORD);
@@ -236,52 +295,208 @@ struct Client::Impl {
     inflight.insert(r);
     if (timeout_ms > 0) {
       r->timer = add_timer(timeout_ms, [r]() {
-        if (r->timer) {
-          g_source_unref(r->timer);
-          r->timer = nullptr;
-        }
+        g_source_unref(r->timer);
+        r->timer = nullptr;
         r->timed_out = true;
         g_cancellable_cancel(r->cancel);  // may free r synchronously: touch nothing after
         return G_SOURCE_REMOVE;
       });
     }
+    if (r->header_ms > 0) {
+      r->header_timer = add_timer(r->header_ms, [r]() {
+        g_source_unref(r->header_timer);
+        r->header_timer = nullptr;
+        r->header_timed_out = true;
+        g_cancellable_cancel(r->cancel);
+        return G_SOURCE_REMOVE;
+      });
+      r->headers_handler = g_signal_connect(msg, "got-headers", G_CALLBACK(&Impl::on_got_headers), r);
+    }
     CtxGuard g(ctx);
     soup_session_send_and_read_async(session, msg, G_PRIORITY_DEFAULT, r->cancel, &Impl::on_sent, r);
+  }
+
+  static void on_got_headers(SoupMessage *, gpointer data) noexcept {
+    auto *r = static_cast<Req *>(data);
+    r->got_headers = true;
+    destroy_source(&r->header_timer);  // GLib only: cannot throw
   }
 
   static void on_sent(GObject *src, GAsyncResult *res, gpointer data) {
     std::unique_ptr<Req> r(static_cast<Req *>(data));
     GError *err = nullptr;
     GBytes *body = soup_session_send_and_read_finish(SOUP_SESSION(src), res, &err);
-    if (r->alive.expired() || !r->impl) {
-      if (body) g_bytes_unref(body);
-      g_clear_error(&err);
-      return;
+    if (!r->alive.expired() && r->impl) {
+      Impl *self = r->impl;
+      guarded("dw-comfy HTTP callback", [&] { self->finish_request(std::move(r), body, err); });
     }
-    Impl *self = r->impl;
-    self->inflight.erase(r.get());
-    if (r->timer) {
-      g_source_destroy(r->timer);
-      g_source_unref(r->timer);
-      r->timer = nullptr;
-    }
+    if (body) g_bytes_unref(body);
+    g_clear_error(&err);
+  }
+
+  void finish_request(std::unique_ptr<Req> r, GBytes *body, const GError *err) {
+    inflight.erase(r.get());
+    destroy_source(&r->timer);
+    destroy_source(&r->header_timer);
     Error terr;
     int status = 0;
+    Contact contact = Contact::None;
     if (err) {
-      if (r->timed_out)
+      if (r->header_timed_out || (r->timed_out && !r->got_headers)) {
+        terr = Error(ErrorKind::Unreachable, r->what + ": no answer within " + std::to_string(r->header_ms) +
+                                                 " ms (the server accepts connections but does not respond)");
+        terr.retry_free = true;
+        contact = Contact::Silent;
+      } else if (r->timed_out) {
         terr = Error(ErrorKind::Timeout, r->what + " got no answer within " + std::to_string(r->timeout_ms) + " ms");
-      else if (g_error_matches(err, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+      } else if (g_error_matches(err, G_IO_ERROR, G_IO_ERROR_CANCELLED)) {
         terr = Error(ErrorKind::Cancelled, r->what + " cancelled");
-      else
+      } else {
         terr = transport_error(err, r->what);
-      g_clear_error(&err);
+        if (terr.kind == ErrorKind::Unreachable) {
+          terr.retry_free = true;
+          contact = g_error_matches(err, G_IO_ERROR, G_IO_ERROR_CONNECTION_REFUSED) ? Contact::Refused : Contact::Failed;
+        }
+      }
     } else {
       status = static_cast<int>(soup_message_get_status(r->msg));
+      contact = Contact::Answered;
     }
+    bool probe = r->probe;
+    if (probe) probe_inflight = false;
     auto done = std::move(r->done);
     r.reset();
+    std::weak_ptr<int> a = alive;
+    // The request's own job first (it gets the specific error), then what it says about the server.
     if (done) done(status, body, terr);
-    if (body) g_bytes_unref(body);
+    if (a.expired()) return;
+    note_contact(contact, terr, probe);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Health
+
+  static bool is_down(Health h) { return h == Health::Unreachable || h == Health::Unresponsive; }
+
+  Health effective_health() const { return link == Health::Ok && ws_silent ? Health::Degraded : link; }
+
+  // Reports a change of the effective health, once per change.
+  void update_health() {
+    Health h = effective_health();
+    if (h == reported.health) return;
+    bool recovered = is_down(reported.health) && !is_down(h);
+    reported.health = h;
+    reported.since_us = now_us();
+    reported.message = h == Health::Degraded ? silent_msg : link_msg;
+    st.health = h;
+    st.health_message = reported.message;
+    if (is_down(h) || h == Health::Degraded)
+      g_log(kLogDomain, G_LOG_LEVEL_WARNING, "%s", reported.message.c_str());
+    else if (recovered)
+      g_log(kLogDomain, G_LOG_LEVEL_MESSAGE, "%s", reported.message.c_str());
+    if (health_cb) {
+      auto cb = health_cb;  // the callback may replace itself
+      HealthEvent ev = reported;
+      guarded("dw-comfy health callback", [&] { cb(ev); });
+    }
+  }
+
+  void note_contact(Contact c, const Error &e, bool probe) {
+    switch (c) {
+      case Contact::None:
+        return;
+      case Contact::Answered:
+        return link_up("ComfyUI at " + base + " answers");
+      case Contact::Refused:
+        return link_down(Health::Unreachable, "ComfyUI at " + base + " is unreachable: " + e.message);
+      case Contact::Silent:
+        return link_down(Health::Unresponsive, "ComfyUI at " + base + " is unresponsive: " + e.message);
+      case Contact::Failed:
+        // A reset or closed connection can be a blip: confirm with a probe before calling it an outage.
+        if (probe || is_down(link))
+          return link_down(Health::Unreachable, "ComfyUI at " + base + " is unreachable: " + e.message);
+        return start_probe();
+    }
+  }
+
+  void link_up(const std::string &msg) {
+    if (link == Health::Ok) return;
+    bool was_down = is_down(link);
+    link = Health::Ok;
+    link_msg = was_down ? "ComfyUI at " + base + " is reachable again" : msg;
+    backoff.reset();
+    destroy_source(&probe_timer);
+    std::weak_ptr<int> a = alive;
+    update_health();
+    if (a.expired()) return;
+    // Reconnect the websocket now rather than at the end of its backoff.
+    if (was_down && started && cfg.use_websocket && !ws && !ws_cancel) {
+      destroy_source(&reconnect_timer);
+      connect_ws();
+    }
+  }
+
+  void link_down(Health h, const std::string &msg) {
+    if (link != h) {
+      if (!is_down(link)) st.outages++;
+      link = h;
+      link_msg = msg;
+      std::weak_ptr<int> a = alive;
+      update_health();
+      if (a.expired()) return;
+      fail_posted_jobs(msg);
+      if (a.expired()) return;
+    }
+    ensure_recovery();
+  }
+
+  // Jobs the server had (or was being sent) cannot finish there any more: fail them now, not at the
+  // execute timeout, flagged retry_free. Jobs not posted yet fail on their own requests.
+  void fail_posted_jobs(const std::string &why) {
+    std::vector<std::string> ids;
+    for (auto &kv : jobs)
+      if (kv.second->posted) ids.push_back(kv.first);
+    std::weak_ptr<int> a = alive;
+    for (const auto &id : ids) {
+      if (a.expired()) return;
+      if (!find_job(id)) continue;
+      st.jobs_failed_by_outage++;
+      Error e(ErrorKind::Unreachable, "prompt " + id + " lost: " + why);
+      e.retry_free = true;
+      fail(id, e);
+    }
+  }
+
+  // While down, keep knocking: the websocket's own reconnects, or probes when there is no websocket.
+  void ensure_recovery() {
+    if (!is_down(link) || !started) return;
+    if (cfg.use_websocket) {
+      if (!ws && !ws_cancel) schedule_reconnect();
+      return;
+    }
+    if (probe_inflight || probe_timer) return;
+    probe_timer = add_timer(backoff.next_ms(), [this]() {
+      g_source_unref(probe_timer);
+      probe_timer = nullptr;
+      start_probe();
+      return G_SOURCE_REMOVE;
+    });
+  }
+
+  // GET /prompt ({"exec_info": ...}): the cheapest request that proves the server answers.
+  void start_probe() {
+    if (probe_inflight || !url_error.empty()) return;
+    SoupMessage *msg = soup_message_new(SOUP_METHOD_GET, url("/prompt").c_str());
+    if (!msg) return;
+    probe_inflight = true;
+    send(msg, "", cfg.timeouts.connect_ms, [](int, GBytes *, const Error &) {}, true);
+  }
+
+  // The websocket routes our job messages again: no longer degraded.
+  void ws_heard_job() {
+    if (!ws_silent) return;
+    ws_silent = false;
+    update_health();
   }
 
   void cancel_job_requests(const std::string &job_id) {
@@ -326,7 +541,8 @@ struct Client::Impl {
     // The server may still run a job we gave up on: tell it to drop it.
     if (j->posted && (e.kind == ErrorKind::Timeout || e.kind == ErrorKind::InvalidPrompt || e.kind == ErrorKind::BadImage))
       tell_server_cancel(id);
-    if (j->cb.on_error) j->cb.on_error(e);
+    // A throwing callback is the caller's bug; it must not derail the client's own state machine.
+    if (j->cb.on_error) guarded("dw-comfy on_error callback", [&] { j->cb.on_error(e); });
   }
 
   void succeed(const std::string &id) {
@@ -334,7 +550,22 @@ struct Client::Impl {
     if (!j) return;
     st.jobs_succeeded++;
     j->result.finished_us = now_us();
-    if (j->cb.on_done) j->cb.on_done(std::move(j->result));
+    if (j->result.queued_us > 0 && !j->late_seen) {
+      // The estimate gates blind polling (poll_due), so an estimate that is too high feeds itself:
+      // a job found finished at the first poll looks as long as 70 % of the estimate. Such a time
+      // is only an upper bound: take it as is (the estimate drops ~30 % per job, not 7.5 % as an
+      // average would) until a poll finds a job unfinished again. A job seen late because the
+      // silence was still being detected says nothing about the server: skipped (it once held a
+      // silent-websocket pipeline at 3x the keyframe period for 20 keyframes).
+      double ms = double(j->result.finished_us - j->result.queued_us) / 1000.0;
+      if (st.generation_ms <= 0)
+        st.generation_ms = ms;
+      else if (j->done_at_first_poll)
+        st.generation_ms = std::min(st.generation_ms, ms);
+      else
+        st.generation_ms = 0.75 * st.generation_ms + 0.25 * ms;
+    }
+    if (j->cb.on_done) guarded("dw-comfy on_done callback", [&] { j->cb.on_done(std::move(j->result)); });
   }
 
   void set_phase(Job &j, Job::Phase p, const char *name, uint32_t ms) {
@@ -438,6 +669,7 @@ struct Client::Impl {
       return fail(id, Error(ErrorKind::InvalidWorkflow, "build_prompt did not return a JSON object graph"));
     }
     j->client_id = current_client_id();
+    j->ws_msgs_at_post = st.ws_messages;
     std::string body = proto::build_prompt_body(prompt, j->client_id, id);
     json_node_unref(prompt);
     SoupMessage *msg = soup_message_new(SOUP_METHOD_POST, url("/prompt").c_str());
@@ -581,58 +813,122 @@ struct Client::Impl {
       switch (he.state) {
         case proto::HistoryEntry::State::NotFinished:
           if (lost_if_unfinished && !jj->terminal)
-            return fail(id, Error(ErrorKind::Unreachable, "prompt " + id + " is no longer known to " + base +
-                                                              " (neither queued nor in history: the server restarted?)"));
-          if (++jj->unfinished_polls % kVerifyEveryPolls == 0) verify_outstanding();
+          {
+            Error e(ErrorKind::Unreachable, "prompt " + id + " is no longer known to " + base +
+                                                " (neither queued nor in history: the server restarted?)");
+            e.retry_free = true;
+            return fail(id, e);
+          }
+          if (++jj->unfinished_polls % kVerifyEveryPolls == 0 && now_us() - last_verify_us >= kVerifyMinGapUs) {
+            last_verify_us = now_us();
+            verify_outstanding();
+          }
           update_poll_timer();
           return;
         case proto::HistoryEntry::State::Error:
         case proto::HistoryEntry::State::Interrupted:
           return fail(id, proto::error_from_execution_message(he.last_message));
         case proto::HistoryEntry::State::Success:
+          if (!jj->terminal && jj->unfinished_polls == 0 && ws_blind(*jj)) jj->done_at_first_poll = true;
           return complete(id, &he.outputs);
       }
     });
   }
 
-  // A job needs /history polling when the websocket cannot tell us about it.
-  bool needs_poll(const Job &j, int64_t now) const {
-    if (j.history_inflight || j.phase == Job::Phase::Downloading) return false;
-    if (!j.queued) return false;
-    if (j.terminal) return true;  // finished but outputs unknown: history
-    if (!cfg.use_websocket || !ws || !st.ws_connected) return true;
-    if (j.client_id != st.client_id) return true;  // queued on an older socket: we are deaf to it
+  // Fast polling period: 1/32 of the measured generation time keeps the added latency near 2 % of
+  // a keyframe period (a silent websocket once cost a whole ws_silence_ms per keyframe). Polling
+  // starts at 70 % of the generation time (see poll_due), so a job costs about ten polls.
+  uint32_t fast_poll_ms() const {
+    uint32_t cap = std::max<uint32_t>(5, cfg.poll_interval_ms);
+    if (st.generation_ms <= 0) return std::min<uint32_t>(cap, 50);
+    return std::clamp<uint32_t>(static_cast<uint32_t>(st.generation_ms / 32), 5, cap);
+  }
+
+  bool polling_mode() const { return !cfg.use_websocket || !ws || !st.ws_connected || ws_silent; }
+
+  // Whether the websocket cannot tell us about j at all (down, off, degraded, or another socket).
+  bool ws_blind(const Job &j) const {
+    return !cfg.use_websocket || !ws || !st.ws_connected || ws_silent || j.client_id != st.client_id;
+  }
+
+  // The period j is polled at (0 = not polled): fast while the websocket is blind, else only as a
+  // fallback after ws_silence_ms without any message.
+  uint32_t poll_period(const Job &j, int64_t now) const {
+    if (!j.queued || j.phase == Job::Phase::Downloading) return 0;
+    if (j.terminal) return fast_poll_ms();  // finished but outputs unknown
+    if (ws_blind(j)) {
+      // A job waiting behind others must not cost hundreds of requests: slow down as polls say
+      // "not yet", up to poll_interval_ms.
+      uint32_t p = fast_poll_ms() * std::max<uint32_t>(1, j.unfinished_polls / 16);
+      return std::min<uint32_t>(p, std::max<uint32_t>(fast_poll_ms(), cfg.poll_interval_ms));
+    }
     int64_t since = std::max(last_ws_msg_us, j.result.queued_us);
-    return now - since >= int64_t(cfg.ws_silence_ms) * 1000;
+    return now - since >= int64_t(cfg.ws_silence_ms) * 1000 ? cfg.poll_interval_ms : 0;
+  }
+
+  // A connected websocket that received nothing at all since before our POST /prompt, for
+  // ws_silence_ms, is silent: ComfyUI broadcasts a status message for every queued prompt.
+  void detect_silence(int64_t now) {
+    if (ws_silent || !ws || !st.ws_connected || !cfg.use_websocket) return;
+    for (auto &kv : jobs) {
+      const Job &j = *kv.second;
+      if (!j.queued || j.client_id != st.client_id || st.ws_messages != j.ws_msgs_at_post) continue;
+      if (now - j.result.queued_us < int64_t(cfg.ws_silence_ms) * 1000) continue;
+      ws_silent = true;
+      for (auto &kv2 : jobs)
+        if (kv2.second->queued && kv2.second->client_id == st.client_id) kv2.second->late_seen = true;
+      silent_msg = "ComfyUI at " + base + ": the websocket is connected but silent (nothing within " +
+                   std::to_string(cfg.ws_silence_ms) + " ms of queueing prompt " + kv.first +
+                   "); following jobs by polling /history every " + std::to_string(fast_poll_ms()) + " ms";
+      update_health();
+      return;
+    }
+  }
+
+  bool poll_due(const Job &j, int64_t now) const {
+    uint32_t period = poll_period(j, now);
+    if (period == 0 || j.history_inflight || now - j.last_history_us < int64_t(period) * 1000 - 2000) return false;
+    // Blind: nothing can be finished before most of a generation time has passed.
+    if (!j.terminal && ws_blind(j) && st.generation_ms > 0 &&
+        now - j.result.queued_us < int64_t(st.generation_ms * 0.7 * 1000))
+      return false;
+    return true;
   }
 
   void poll_tick() {
     int64_t now = now_us();
-    std::vector<std::string> due;
-    for (auto &kv : jobs) {
-      const Job &j = *kv.second;
-      if (needs_poll(j, now) && now - j.last_history_us >= int64_t(cfg.poll_interval_ms) * 1000 - 2000)
-        due.push_back(kv.first);
-    }
     std::weak_ptr<int> a = alive;
+    detect_silence(now);
+    if (a.expired()) return;
+    std::vector<std::string> due;
+    for (auto &kv : jobs)
+      if (poll_due(*kv.second, now)) due.push_back(kv.first);
     for (const auto &id : due) {
       if (a.expired()) return;
       fetch_history(id, false);
     }
+    if (!a.expired()) update_poll_timer();
   }
 
+  // The tick runs while any job is queued, at the fastest period a job needs (250 ms at most, so
+  // silence is noticed in time).
   void update_poll_timer() {
     bool any = false;
-    for (auto &kv : jobs)
-      if (kv.second->queued) any = true;
+    uint32_t period = std::max<uint32_t>(10, std::min<uint32_t>(cfg.poll_interval_ms, 250));
+    int64_t now = now_us();
+    for (auto &kv : jobs) {
+      if (!kv.second->queued) continue;
+      any = true;
+      uint32_t p = poll_period(*kv.second, now);
+      if (p > 0) period = std::min(period, std::max<uint32_t>(10, p));
+    }
+    if (poll_timer && (!any || period != poll_timer_ms)) destroy_source(&poll_timer);
     if (any && !poll_timer) {
-      uint32_t period = std::max<uint32_t>(10, std::min<uint32_t>(cfg.poll_interval_ms, 250));
+      poll_timer_ms = period;
       poll_timer = add_timer(period, [this]() {
         poll_tick();
         return G_SOURCE_CONTINUE;
       });
-    } else if (!any && poll_timer) {
-      destroy_source(&poll_timer);
     }
   }
 
@@ -671,11 +967,7 @@ struct Client::Impl {
   // Websocket
 
   std::string ws_url(const std::string &client_id) const {
-    std::string u = base;
-    if (g_ascii_strncasecmp(u.c_str(), "https:", 6) == 0)
-      u = "wss:" + u.substr(6);
-    else if (g_ascii_strncasecmp(u.c_str(), "http:", 5) == 0)
-      u = "ws:" + u.substr(5);
+    std::string u = server.ws_base();
     char *q = soup_form_encode("clientId", client_id.c_str(), nullptr);
     u += std::string("/ws?") + q;
     g_free(q);
@@ -685,7 +977,7 @@ struct Client::Impl {
   void notify_connection(bool connected, const Error &e) {
     if (conn_cb) {
       auto cb = conn_cb;  // the callback may replace itself
-      cb(connected, e);
+      guarded("dw-comfy connection callback", [&] { cb(connected, e); });
     }
   }
 
@@ -724,56 +1016,80 @@ struct Client::Impl {
       return;
     }
     Impl *self = h->first;
-    bool timed_out = self->ws_connect_timer == nullptr && err && g_error_matches(err, G_IO_ERROR, G_IO_ERROR_CANCELLED);
-    destroy_source(&self->ws_connect_timer);
-    g_clear_object(&self->ws_cancel);
+    guarded("dw-comfy websocket connect", [&] { self->ws_connected(conn, err); });
+    g_clear_error(&err);
+  }
+
+  void ws_connected(SoupWebsocketConnection *conn, const GError *err) {
+    bool timed_out = ws_connect_timer == nullptr && err && g_error_matches(err, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+    destroy_source(&ws_connect_timer);
+    g_clear_object(&ws_cancel);
+    std::weak_ptr<int> a = alive;
     if (!conn) {
       Error e(timed_out ? ErrorKind::Timeout : ErrorKind::Unreachable,
-              (timed_out ? "websocket connect to " + self->base + "/ws timed out after " +
-                               std::to_string(self->cfg.timeouts.connect_ms) + " ms"
-                         : "cannot open websocket " + self->base + "/ws: " + gerror_text(err)));
-      g_clear_error(&err);
-      self->schedule_reconnect();
-      std::weak_ptr<int> a = self->alive;
-      self->notify_connection(false, e);
+              (timed_out ? "websocket connect to " + base + "/ws got no answer within " +
+                               std::to_string(cfg.timeouts.connect_ms) + " ms"
+                         : "cannot open websocket " + base + "/ws: " + gerror_text(err)));
+      Contact c = Contact::Failed;
+      if (timed_out)
+        c = Contact::Silent;
+      else if (g_error_matches(err, G_IO_ERROR, G_IO_ERROR_CONNECTION_REFUSED))
+        c = Contact::Refused;
+      else if (err && (err->domain == SOUP_WEBSOCKET_ERROR || err->domain == SOUP_SESSION_ERROR))
+        c = Contact::Answered;  // the server spoke HTTP, it just refused the upgrade
+      schedule_reconnect();
+      notify_connection(false, e);
+      if (a.expired()) return;
+      note_contact(c, e, false);
       return;
     }
-    self->ws = conn;
-    self->st.client_id = self->pending_client_id;
-    self->st.ws_connected = true;
-    self->last_ws_msg_us = now_us();
+    ws = conn;
+    st.client_id = pending_client_id;
+    st.ws_connected = true;
+    last_ws_msg_us = now_us();
+    ws_silent = false;  // a new socket gets a new chance (a deaf clientId is cured by a fresh one)
     soup_websocket_connection_set_max_incoming_payload_size(conn, kMaxWsPayload);
     soup_websocket_connection_set_keepalive_interval(conn, kKeepaliveSeconds);
-    g_signal_connect(conn, "message", G_CALLBACK(&Impl::on_ws_message), self);
-    g_signal_connect(conn, "closed", G_CALLBACK(&Impl::on_ws_closed), self);
-    g_signal_connect(conn, "error", G_CALLBACK(&Impl::on_ws_error), self);
+    g_signal_connect(conn, "message", G_CALLBACK(&Impl::on_ws_message), this);
+    g_signal_connect(conn, "closed", G_CALLBACK(&Impl::on_ws_closed), this);
+    g_signal_connect(conn, "error", G_CALLBACK(&Impl::on_ws_error), this);
     {
-      CtxGuard g(self->ctx);
+      CtxGuard g(ctx);
       std::string ff = proto::build_feature_flags();
       soup_websocket_connection_send_text(conn, ff.c_str());
     }
-    bool reconnect = self->ever_connected;
-    if (reconnect) self->st.reconnects++;
-    self->ever_connected = true;
-    if (reconnect) self->recheck_all();
-    std::weak_ptr<int> a = self->alive;
-    self->notify_connection(true, Error());
+    bool reconnect = ever_connected;
+    if (reconnect) st.reconnects++;
+    ever_connected = true;
+    link_up("ComfyUI at " + base + " answers (websocket connected)");
+    if (a.expired()) return;
+    update_health();  // a cleared silence
+    if (a.expired()) return;
+    if (reconnect) recheck_all();
+    notify_connection(true, Error());
   }
 
-  static void on_ws_error(SoupWebsocketConnection *, GError *err, gpointer data) {
-    g_debug("dw-comfy: websocket error: %s", gerror_text(err).c_str());
-    (void)data;
+  static void on_ws_error(SoupWebsocketConnection *, GError *err, gpointer) {
+    guarded("dw-comfy websocket error", [&] { g_debug("dw-comfy: websocket error: %s", gerror_text(err).c_str()); });
   }
 
   static void on_ws_closed(SoupWebsocketConnection *conn, gpointer data) {
     Impl *self = static_cast<Impl *>(data);
     if (conn != self->ws) return;
+    guarded("dw-comfy websocket closed", [&] { self->ws_closed(conn); });
+  }
+
+  void ws_closed(SoupWebsocketConnection *conn) {
     gushort code = soup_websocket_connection_get_close_code(conn);
-    self->close_ws(false);
-    Error e(ErrorKind::Unreachable, "websocket to " + self->base + "/ws closed (code " + std::to_string(code) + ")");
-    self->schedule_reconnect();
-    self->update_poll_timer();
-    self->notify_connection(false, e);
+    close_ws(false);
+    Error e(ErrorKind::Unreachable, "websocket to " + base + "/ws closed (code " + std::to_string(code) + ")");
+    g_debug("dw-comfy: %s", e.message.c_str());
+    schedule_reconnect();
+    update_poll_timer();
+    // A killed server closes with 1006: find out now whether it is gone (GET fails at once) rather
+    // than when a job times out.
+    start_probe();
+    notify_connection(false, e);
   }
 
   void close_ws(bool graceful) {
@@ -803,15 +1119,17 @@ struct Client::Impl {
   static void on_ws_message(SoupWebsocketConnection *conn, gint type, GBytes *message, gpointer data) {
     Impl *self = static_cast<Impl *>(data);
     if (conn != self->ws) return;
-    self->st.ws_messages++;
-    self->last_ws_msg_us = now_us();
-    self->backoff.reset();  // the server talks to us: the connection is good
-    gsize n = 0;
-    const char *d = message ? static_cast<const char *>(g_bytes_get_data(message, &n)) : nullptr;
-    if (type == SOUP_WEBSOCKET_DATA_TEXT)
-      self->on_text(d, n);
-    else
-      self->on_binary(reinterpret_cast<const uint8_t *>(d), n);
+    guarded("dw-comfy websocket message", [&] {
+      self->st.ws_messages++;
+      self->last_ws_msg_us = now_us();
+      self->backoff.reset();  // the server talks to us: the connection is good
+      gsize n = 0;
+      const char *d = message ? static_cast<const char *>(g_bytes_get_data(message, &n)) : nullptr;
+      if (type == SOUP_WEBSOCKET_DATA_TEXT)
+        self->on_text(d, n);
+      else
+        self->on_binary(reinterpret_cast<const uint8_t *>(d), n);
+    });
   }
 
   void on_text(const char *d, size_t n) {
@@ -829,19 +1147,24 @@ struct Client::Impl {
       return;
     }
     std::string id = m.prompt_id;
+    if (ws_silent) {
+      std::weak_ptr<int> a = alive;
+      ws_heard_job();
+      if (a.expired() || !(j = find_job(id))) return;
+    }
     switch (m.type) {
       case MsgType::Progress:
         if (j->cb.on_progress) {
           Progress p{id, m.node, m.value, m.max};
           auto cb = j->cb.on_progress;
-          cb(p);
+          guarded("dw-comfy on_progress callback", [&] { cb(p); });
         }
         break;
       case MsgType::Executing:
         if (!m.node_is_null && j->cb.on_progress) {
           Progress p{id, m.node, 0, 0};
           auto cb = j->cb.on_progress;
-          cb(p);
+          guarded("dw-comfy on_progress callback", [&] { cb(p); });
         } else if (m.node_is_null) {
           if (running_prompt == id) running_prompt.clear();
           if (!j->terminal) complete(id, nullptr);  // missed the terminal message: decide via history
@@ -936,19 +1259,13 @@ void Client::system_stats(std::function<void(JsonNode *stats, const Error &)> ca
     if (status != 200) return callback(nullptr, Error(ErrorKind::HttpStatus, "HTTP " + std::to_string(status) + " from GET " + u, status));
     gsize n = 0;
     const char *d = body ? static_cast<const char *>(g_bytes_get_data(body, &n)) : nullptr;
-    JsonParser *p = json_parser_new();
-    GError *err = nullptr;
-    if (!d || n == 0 || !json_parser_load_from_data(p, d, static_cast<gssize>(n), &err) || !json_parser_get_root(p) ||
-        !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
-      Error e(ErrorKind::Protocol, "GET " + u + ": not a JSON object: " + proto::excerpt(d, n));
-      g_clear_error(&err);
-      g_object_unref(p);
-      return callback(nullptr, e);
+    dw::json::NodePtr root;
+    try {
+      root = dw::json::parse_object(std::string_view(d ? d : "", n), "ComfyUI GET /system_stats response");
+    } catch (const dw::json::Error &e) {
+      return callback(nullptr, Error(ErrorKind::Protocol, "GET " + u + ": " + e.what()));
     }
-    JsonNode *root = json_node_copy(json_parser_get_root(p));
-    g_object_unref(p);
-    callback(root, Error());
-    json_node_unref(root);
+    callback(root.get(), Error());
   });
 }
 
@@ -961,7 +1278,19 @@ void Client::set_connection_callback(std::function<void(bool connected, const Er
   impl_->conn_cb = std::move(callback);
 }
 
-ClientStats Client::stats() const { return impl_->st; }
+void Client::set_health_callback(std::function<void(const HealthEvent &)> callback) {
+  impl_->health_cb = std::move(callback);
+}
+
+Health Client::health() const { return impl_->reported.health; }
+
+HealthEvent Client::health_event() const { return impl_->reported; }
+
+ClientStats Client::stats() const {
+  ClientStats s = impl_->st;
+  s.poll_period_ms = impl_->polling_mode() ? impl_->fast_poll_ms() : 0;
+  return s;
+}
 
 const ClientConfig &Client::config() const { return impl_->cfg; }
 

@@ -15,6 +15,7 @@ const char *error_kind_name(ErrorKind kind) {
     case ErrorKind::Protocol: return "protocol";
     case ErrorKind::Cancelled: return "cancelled";
     case ErrorKind::InvalidWorkflow: return "invalid-workflow";
+    case ErrorKind::MissingInput: return "missing-input";
   }
   return "unknown";
 }
@@ -24,6 +25,7 @@ bool Error::transient() const {
     case ErrorKind::Unreachable:
     case ErrorKind::Timeout:
     case ErrorKind::Protocol:
+    case ErrorKind::MissingInput:
       return true;
     case ErrorKind::HttpStatus:
       return http_status >= 500 || http_status == 0 || http_status == 429;

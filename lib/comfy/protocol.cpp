@@ -1,5 +1,7 @@
 #include "comfy/protocol.h"
 
+#include "json/json.h"
+
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -10,28 +12,24 @@ namespace {
 
 // Owns a parsed document.
 struct Doc {
-  JsonParser *parser = nullptr;
-  JsonNode *root = nullptr;  // owned by parser
-  Doc() = default;
-  Doc(const Doc &) = delete;
-  Doc &operator=(const Doc &) = delete;
-  ~Doc() {
-    if (parser) g_object_unref(parser);
-  }
+  dw::json::NodePtr node;
+  JsonNode *root = nullptr;  // node.get()
 };
 
+// Every ComfyUI body and websocket message goes through dw::json: a server answering with
+// "[[[[..." or invalid text is a Protocol error, never a crash. /object_info and /history bodies
+// reach a few MiB; real documents are < 12 levels deep.
 Error parse_doc(const char *data, size_t len, Doc *doc, const char *what) {
   if (!data || len == 0) return Error(ErrorKind::Protocol, std::string(what) + ": empty body");
-  if (len > static_cast<size_t>(G_MAXSSIZE)) return Error(ErrorKind::Protocol, std::string(what) + ": too large");
-  doc->parser = json_parser_new_immutable();
-  GError *err = nullptr;
-  if (!json_parser_load_from_data(doc->parser, data, static_cast<gssize>(len), &err)) {
-    std::string m = std::string(what) + ": invalid JSON (" + (err ? err->message : "?") + "): " + excerpt(data, len, 120);
-    g_clear_error(&err);
-    return Error(ErrorKind::Protocol, m);
+  dw::json::Limits limits;
+  limits.max_bytes = 64u << 20;
+  limits.max_depth = 64;
+  try {
+    doc->node = dw::json::parse(std::string_view(data, len), what, limits);
+  } catch (const dw::json::Error &e) {
+    return Error(ErrorKind::Protocol, std::string(e.what()) + ": " + excerpt(data, len, 120));
   }
-  doc->root = json_parser_get_root(doc->parser);
-  if (!doc->root) return Error(ErrorKind::Protocol, std::string(what) + ": empty JSON document");
+  doc->root = doc->node.get();
   return {};
 }
 
@@ -386,6 +384,23 @@ static void parse_node_errors(JsonObject *ne, std::vector<NodeError> *out) {
   std::sort(out->begin(), out->end(), [](const NodeError &a, const NodeError &b) { return numeric_less(a.node_id, b.node_id); });
 }
 
+bool is_missing_image_error(const NodeError &node, const InputError &e) {
+  // LoadImage.VALIDATE_INPUTS (ComfyUI 0.8.0): "image - Invalid image file: dw_00163_.png [output]".
+  if (e.type == "custom_validation_failed" && e.details.find("Invalid image file") != std::string::npos) return true;
+  // Older servers check the file against the combo list of input files instead.
+  return e.type == "value_not_in_list" && e.input_name == "image" && node.class_type.rfind("LoadImage", 0) == 0;
+}
+
+bool missing_input_only(const std::vector<NodeError> &errors) {
+  if (errors.empty()) return false;
+  for (const NodeError &n : errors) {
+    if (n.errors.empty()) return false;
+    for (const InputError &e : n.errors)
+      if (!is_missing_image_error(n, e)) return false;
+  }
+  return true;
+}
+
 Error parse_prompt_response(int http_status, const char *data, size_t len,
                             const std::vector<std::string> &wanted_outputs, PromptResponse *out) {
   *out = PromptResponse();
@@ -425,13 +440,18 @@ Error parse_prompt_response(int http_status, const char *data, size_t len,
     } else if (is_string(errn)) {
       out->error_message = json_node_get_string(errn);
     }
-    std::string m = "POST /prompt rejected (HTTP 400)";
-    if (!out->error_message.empty()) m += ": " + out->error_message;
-    else if (!out->error_type.empty()) m += ": " + out->error_type;
-    if (!out->error_details.empty()) m += " (" + out->error_details + ")";
+    bool missing = missing_input_only(out->node_errors);
+    std::string m = missing ? "POST /prompt rejected (HTTP 400): an input image is not on the server (restarted with a "
+                              "clean input/output directory?)"
+                            : "POST /prompt rejected (HTTP 400)";
+    if (!missing) {
+      if (!out->error_message.empty()) m += ": " + out->error_message;
+      else if (!out->error_type.empty()) m += ": " + out->error_type;
+      if (!out->error_details.empty()) m += " (" + out->error_details + ")";
+    }
     std::string s = summarize_node_errors(out->node_errors);
     if (!s.empty()) m += ": " + s;
-    Error e(ErrorKind::InvalidPrompt, m, 400);
+    Error e(missing ? ErrorKind::MissingInput : ErrorKind::InvalidPrompt, m, 400);
     if (!out->node_errors.empty()) {
       e.node_id = out->node_errors.front().node_id;
       e.node_type = out->node_errors.front().class_type;

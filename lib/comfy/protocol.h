@@ -129,10 +129,17 @@ struct PromptResponse {
 // One line per input error: "node 3 (KSampler) input 'cfg': Value 99 bigger than max of 31".
 std::string summarize_node_errors(const std::vector<NodeError> &errors);
 
+// An input error saying a LoadImage file does not exist on the server ("Invalid image file: x.png",
+// or an image combo "value_not_in_list" on older servers).
+bool is_missing_image_error(const NodeError &node, const InputError &error);
+// Whether every error in node_errors (at least one) is such a missing image: re-uploading fixes it.
+bool missing_input_only(const std::vector<NodeError> &errors);
+
 // Interprets the answer to POST /prompt.
 //  200 + empty node_errors -> no error.
 //  200 + node_errors touching a wanted output (wanted empty = every output) -> InvalidPrompt.
-//  400 -> InvalidPrompt with the top-level error and node_errors summarised.
+//  400 -> InvalidPrompt with the top-level error and node_errors summarised; MissingInput (transient)
+//         when the only problem is a LoadImage file the server does not have.
 //  other statuses -> HttpStatus (text bodies quoted, shortened); non-JSON/garbage -> Protocol.
 Error parse_prompt_response(int http_status, const char *data, size_t len,
                             const std::vector<std::string> &wanted_outputs, PromptResponse *out);

@@ -1,6 +1,8 @@
 // API-format ComfyUI workflow: load, validate, bind and build. See workflow.h.
 #include "comfy/workflow.h"
 
+#include "json/json.h"
+
 #include <glib.h>
 #include <glib/gstdio.h>
 
@@ -265,19 +267,21 @@ class WorkflowLoader {
     std::string problem;
     if (!prescan(json, &problem)) return fail("invalid JSON: " + problem);
 
-    JsonParser *parser = json_parser_new();
-    GError *gerr = nullptr;
-    if (!json_parser_load_from_data(parser, json.data(), static_cast<gssize>(json.size()), &gerr)) {
-      std::string msg = gerr ? gerr->message : "unknown parse error";
-      // json-glib says "<data>:LINE:COL: Parse error: ..."; keep LINE:COL and the message.
-      if (msg.rfind("<data>:", 0) == 0) msg = msg.substr(7);
-      g_clear_error(&gerr);
-      g_object_unref(parser);
-      return fail("invalid JSON: " + msg);
+    // The shared entry point adds the size limit and the UTF-8 / surrogate / NUL rules.
+    static const char kWhat[] = "workflow";
+    if (json.find_first_not_of(" \t\r\n") == std::string::npos)
+      return fail("empty file: expected an API-format workflow object");
+    dw::json::Limits limits;
+    limits.max_bytes = kMaxFileSize;  // load() of a string gets the file's bound too
+    limits.max_depth = kMaxDepth;
+    JsonNode *root = nullptr;
+    try {
+      root = dw::json::parse(json, kWhat, limits).release();
+    } catch (const dw::json::Error &e) {
+      std::string msg = e.what();
+      if (msg.rfind(kWhat, 0) == 0) msg = msg.substr(sizeof kWhat - 1 + 2);  // drop "workflow: "
+      return fail(msg.rfind("invalid JSON", 0) == 0 ? msg : "invalid JSON: " + msg);
     }
-    JsonNode *root = json_parser_steal_root(parser);
-    g_object_unref(parser);
-    if (!root) return fail("empty file: expected an API-format workflow object");
     wf_->graph_ = root;  // owned by the Workflow from here on (freed by its destructor)
 
     if (!JSON_NODE_HOLDS_OBJECT(root))

@@ -127,6 +127,8 @@ CodecConfig resolve(const CodecConfig &config) {
     return c;
   }
   if (c.threads < 0) throw Error("threads must be >= 0 (0 = number of cores)");
+  if (c.max_gpu_memory_mb < 0) throw Error("max_gpu_memory_mb must be >= 0 (0 = no cap)");
+  if (c.release_interval < 0) throw Error("release_interval must be >= 0 (0 = only when over the cap)");
   c.device = normalise_device(c.device);
   if (!c.model_dir.empty() && (c.encoder_path.empty() || c.decoder_path.empty())) find_in_dir(c.model_dir, c);
   c.model_dir.clear();
@@ -151,6 +153,8 @@ CodecConfig resolve(const CodecConfig &config) {
 }
 
 }  // namespace detail
+
+CodecConfig resolve_config(const CodecConfig &config) { return detail::resolve(config); }
 
 std::string CodecConfig::key() const {
   CodecConfig c;

@@ -40,6 +40,15 @@ struct CodecConfig {
   // CPU allocator (installed process-wide on first use; glibc would mmap/munmap every big activation).
   bool channels_last = true;
   bool caching_allocator = true;
+  // GPU memory policy (CUDA only; no-op on CPU). LibTorch's CUDA caching allocator keeps every
+  // block it ever used for reuse, so a codec sharing the GPU with ComfyUI would hold its peak
+  // forever. max_gpu_memory_mb > 0 caps what this process may allocate on the device (allocations
+  // past it first drop the cache, then fail with an Error instead of growing) and trims the cache
+  // after a decode that leaves more than that reserved; release_interval > 0 also trims it every
+  // that many decoded frames. Trimming costs the next decode fresh cudaMallocs (~ms), so keep the
+  // interval in the hundreds. Process-wide per device: the first codec on a device sets the cap.
+  int64_t max_gpu_memory_mb = 0;  // 0 = no cap
+  int release_interval = 0;       // decoded frames between trims; 0 = only when over the cap
   // The key under which the registry shares one loaded model.
   std::string key() const;
 };
@@ -75,6 +84,9 @@ class Codec {
   virtual Image decode(const Latent &latent) = 0;
 };
 
+// The config with model_dir resolved to encoder/decoder paths, Auto resolved to a backend and the
+// device normalised ("cuda" -> "cuda:0"), as create_codec would use it; throws Error.
+CodecConfig resolve_config(const CodecConfig &config);
 // Creates a codec (throws Error). Blend never throws.
 std::unique_ptr<Codec> create_codec(const CodecConfig &config);
 // True when this build has LibTorch (taesd/torchscript backends), and CUDA available at run time.

@@ -3,6 +3,8 @@
 
 #include <json-glib/json-glib.h>
 
+#include "json/json.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -73,11 +75,6 @@ bool get_uint(JsonNode *node, uint64_t &out) {
   return true;
 }
 
-struct ParserGuard {
-  JsonParser *p = json_parser_new();
-  ~ParserGuard() { g_object_unref(p); }
-};
-
 }  // namespace
 
 SafeTensors SafeTensors::load(const std::string &path) {
@@ -122,15 +119,20 @@ void SafeTensors::validate(const uint8_t *data, size_t size, SafeTensors &st) {
   const uint64_t data_size = size - data_start;
   if (data[8] != '{') throw Error(o + ": not a safetensors file (header is not a JSON object)");
 
-  ParserGuard parser;
-  GError *err = nullptr;
-  if (!json_parser_load_from_data(parser.p, reinterpret_cast<const gchar *>(data + 8),
-                                  static_cast<gssize>(header_len), &err)) {
-    std::string msg = err ? err->message : "parse error";
-    if (err) g_error_free(err);
-    throw Error(o + ": corrupt safetensors header (JSON: " + msg + ")");
+  // Through the shared entry point: a header of "{\"a\":[[[[..." must be an Error, not a stack
+  // overflow in json-glib (safetensors is meant to be safe for untrusted files). Real headers are
+  // 3 levels deep (root, tensor, shape).
+  dw::json::Limits limits;
+  limits.max_bytes = kMaxHeaderBytes;
+  limits.max_depth = 8;
+  dw::json::NodePtr doc;
+  try {
+    doc = dw::json::parse(std::string_view(reinterpret_cast<const char *>(data + 8), static_cast<size_t>(header_len)),
+                          "header", limits);
+  } catch (const dw::json::Error &e) {
+    throw Error(o + ": corrupt safetensors " + e.what());
   }
-  JsonNode *root = json_parser_get_root(parser.p);
+  JsonNode *root = doc.get();
   if (!root || !JSON_NODE_HOLDS_OBJECT(root)) throw Error(o + ": corrupt safetensors header (not a JSON object)");
   JsonObject *obj = json_node_get_object(root);
 

@@ -291,6 +291,7 @@ class TaesdCodec final : public Codec, public RawAccess {
         note = " (fp16 unsupported on CPU)";
       }
       if (device.is_cpu() && c.caching_allocator) install_caching_cpu_allocator();
+      memory_.configure(device, c.max_gpu_memory_mb, c.release_interval);
       opt_.device = device;
       opt_.dtype = scalar_type(p);
       opt_.channels_last = c.channels_last;
@@ -326,7 +327,7 @@ class TaesdCodec final : public Codec, public RawAccess {
   std::shared_ptr<const Latent> encode(const Image &image) override {
     return guarded("taesd encode", [&]() -> std::shared_ptr<const Latent> {
       c10::InferenceMode guard;
-      at::Tensor x = image_to_tensor(image);
+      at::Tensor x = image_to_device_tensor(image, opt_.device);
       const int64_t m = encoder_.scale;
       const int64_t ph = (m - image.height % m) % m, pw = (m - image.width % m) % m;
       if (ph || pw) x = at::replication_pad2d(x, {0, pw, 0, ph});
@@ -393,12 +394,16 @@ class TaesdCodec final : public Codec, public RawAccess {
 
   std::vector<Image> decode_batch(const at::Tensor &z, int width, int height) {
     at::Tensor y = forward(decoder_, prepare(z));
-    return tensor_to_images(y, width, height);
+    std::vector<Image> images = tensor_to_images(y, width, height);  // synchronises the stream
+    y = at::Tensor();
+    memory_.after_decode(static_cast<int64_t>(images.size()));
+    return images;
   }
 
   Options opt_;
   Net encoder_, decoder_;
   std::string describe_;
+  GpuMemoryPolicy memory_;
 };
 
 }  // namespace

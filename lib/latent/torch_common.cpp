@@ -18,7 +18,11 @@
 #include <thread>
 
 #ifdef DW_HAVE_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
 #endif
 
 namespace dw::latent::detail {
@@ -26,7 +30,7 @@ namespace dw::latent::detail {
 bool torch_cuda_available() {
 #ifdef DW_HAVE_CUDA
   try {
-    return at::hasCUDA() && at::detail::getCUDAHooks().getNumGPUs() > 0;
+    return at::hasCUDA() && c10::cuda::device_count() > 0;  // stable in 1.13 .. 2.x
   } catch (...) {
     return false;
   }
@@ -89,9 +93,10 @@ at::Device parse_device(const std::string &device) {
     if (!torch_cuda_available())
       throw Error("device '" + device + "': CUDA requested but not available (no GPU or driver)");
     const int index = std::atoi(device.c_str() + 5);
-    const int count = at::detail::getCUDAHooks().getNumGPUs();
-    if (index >= count)
-      throw Error("device '" + device + "': only " + std::to_string(count) + " CUDA device(s)");
+    const int count = static_cast<int>(c10::cuda::device_count());
+    if (index < 0 || index >= count)
+      throw Error("device '" + device + "': no such CUDA device (this machine has " + std::to_string(count) +
+                  ", cuda:0" + (count > 1 ? "..cuda:" + std::to_string(count - 1) : std::string()) + ")");
     return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
 #endif
   }
@@ -115,19 +120,98 @@ void configure_threads(int threads) {
 
 void configure_device(const at::Device &device) {
   if (device.is_cuda()) {
+    // TF32 for the fp32 path (10-bit mantissa products, fp32 accumulation; bench/latent --table
+    // prints the oracle error with it on and off); cuDNN picks the fastest convolution per shape.
     at::globalContext().setAllowTF32CuBLAS(true);
     at::globalContext().setAllowTF32CuDNN(true);
     at::globalContext().setBenchmarkCuDNN(true);
   }
 }
 
-at::Tensor image_to_tensor(const Image &image) {
+namespace {
+void check_image(const Image &image) {
   if (image.width <= 0 || image.height <= 0 || (image.channels != 3 && image.channels != 4))
     throw Error("encode: expected a non-empty RGB or RGBA image, got " + std::to_string(image.width) + "x" +
                 std::to_string(image.height) + "x" + std::to_string(image.channels));
   if (image.pixels.size() != static_cast<size_t>(image.width) * image.height * image.channels)
     throw Error("encode: image buffer size does not match its dimensions");
   if (image.width > 16384 || image.height > 16384) throw Error("encode: image larger than 16384 pixels");
+}
+}  // namespace
+
+at::Tensor image_to_device_tensor(const Image &image, const at::Device &device) {
+  if (!device.is_cuda()) return image_to_tensor(image).to(device);
+  check_image(image);
+  at::Tensor host = at::empty({image.height, image.width, image.channels},
+                              at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+  std::memcpy(host.data_ptr<uint8_t>(), image.pixels.data(), image.pixels.size());
+  // The caching host allocator records the copy's stream, so the pinned block is not reused early.
+  at::Tensor dev = host.to(device, /*non_blocking=*/true);
+  return dev.slice(2, 0, 3).permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div_(255.0f).contiguous();
+}
+
+GpuMemory gpu_memory(const at::Device &device) {
+  GpuMemory m;
+#ifdef DW_HAVE_CUDA
+  if (!device.is_cuda()) return m;
+  const auto index = device.has_index() ? device.index() : static_cast<c10::DeviceIndex>(0);
+  // Index 0 of each stat array is the aggregate over pool types (StatType::AGGREGATE in every version).
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+  m.allocated = stats.allocated_bytes[0].current;
+  m.reserved = stats.reserved_bytes[0].current;
+  c10::cuda::CUDAGuard guard(index);
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+    m.device_total = static_cast<int64_t>(total_b);
+    m.device_used = static_cast<int64_t>(total_b - free_b);
+  }
+#else
+  (void)device;
+#endif
+  return m;
+}
+
+void release_gpu_cache(const at::Device &device) {
+#ifdef DW_HAVE_CUDA
+  if (!device.is_cuda()) return;
+  // Blocks still used by queued kernels are only released once those finish.
+  c10::cuda::getCurrentCUDAStream(device.index()).synchronize();
+  c10::cuda::CUDACachingAllocator::emptyCache();
+#else
+  (void)device;
+#endif
+}
+
+void GpuMemoryPolicy::configure(const at::Device &device, int64_t max_mb, int release_interval) {
+  if (max_mb < 0) throw Error("max_gpu_memory_mb must be >= 0 (0 = no cap)");
+  if (release_interval < 0) throw Error("release_interval must be >= 0");
+  device_ = device;
+  max_bytes_ = max_mb * (int64_t(1) << 20);
+  interval_ = release_interval;
+#ifdef DW_HAVE_CUDA
+  if (device.is_cuda() && max_bytes_ > 0) {
+    const GpuMemory m = gpu_memory(device);
+    if (m.device_total > 0) {
+      const double fraction = std::min(1.0, static_cast<double>(max_bytes_) / static_cast<double>(m.device_total));
+      c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, device.index());
+    }
+  }
+#endif
+}
+
+void GpuMemoryPolicy::after_decode(int64_t frames) {
+  if (!device_.is_cuda()) return;
+  since_trim_ += frames;
+  bool trim = interval_ > 0 && since_trim_ >= interval_;
+  if (!trim && max_bytes_ > 0) trim = gpu_memory(device_).reserved > max_bytes_;
+  if (!trim) return;
+  release_gpu_cache(device_);
+  since_trim_ = 0;
+  ++trims_;
+}
+
+at::Tensor image_to_tensor(const Image &image) {
+  check_image(image);
   at::Tensor t = at::from_blob(const_cast<uint8_t *>(image.pixels.data()), {image.height, image.width, image.channels},
                                at::kByte);
   return t.slice(2, 0, 3).permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div_(255.0f).contiguous();

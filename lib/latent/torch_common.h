@@ -42,6 +42,9 @@ void configure_device(const at::Device &device);
 
 // Image (RGB/RGBA u8) -> 1x3xHxW float32 [0,1] on CPU.
 at::Tensor image_to_tensor(const Image &image);
+// The same on `device`: on CUDA the 8-bit pixels go through a pinned host buffer (LibTorch's caching
+// host allocator) with a non-blocking copy and are converted to float on the GPU (4x less to copy).
+at::Tensor image_to_device_tensor(const Image &image, const at::Device &device);
 // NCHW [0,1] float tensor on any device -> images (clamped, cropped to width x height).
 std::vector<Image> tensor_to_images(const at::Tensor &t, int width, int height);
 // slerp along dim 0 over each item's flattened rest; lerp when nearly parallel (same maths as
@@ -49,6 +52,35 @@ std::vector<Image> tensor_to_images(const at::Tensor &t, int width, int height);
 at::Tensor slerp_tensor(const at::Tensor &a, const at::Tensor &b, double t);
 
 std::string device_string(const at::Device &d);
+
+// Memory of one CUDA device as LibTorch and the driver see it (all 0 on CPU or without CUDA).
+struct GpuMemory {
+  int64_t allocated = 0;    // bytes in live tensors (caching allocator)
+  int64_t reserved = 0;     // bytes the caching allocator holds (live + cached)
+  int64_t device_used = 0;  // bytes used on the device by every process (cudaMemGetInfo)
+  int64_t device_total = 0;
+};
+GpuMemory gpu_memory(const at::Device &device);
+// Returns the caching allocator's unused blocks to the driver (no-op on CPU).
+void release_gpu_cache(const at::Device &device);
+
+// CodecConfig::max_gpu_memory_mb / release_interval for one codec (see codec.h). On CPU every call
+// is a no-op. Not thread-safe: the codec's own calls are serialised by SharedCodec.
+class GpuMemoryPolicy {
+ public:
+  // Validates and applies the cap (CUDA: the caching allocator's memory fraction of the device).
+  void configure(const at::Device &device, int64_t max_mb, int release_interval);
+  // After decoding `frames` frames: trims when the interval is due or the cache is over the cap.
+  void after_decode(int64_t frames);
+  uint64_t trims() const { return trims_; }
+
+ private:
+  at::Device device_ = at::kCPU;
+  int64_t max_bytes_ = 0;
+  int interval_ = 0;
+  int64_t since_trim_ = 0;
+  uint64_t trims_ = 0;
+};
 
 }  // namespace dw::latent::detail
 

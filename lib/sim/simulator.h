@@ -23,6 +23,10 @@ struct Faults {
   bool execution_error_always = false;
   int ws_drop_on_job = 0;            // close every websocket abruptly in the middle of job N
   bool silent_websocket = false;     // websockets stay open but receive nothing after the first status
+  // A stopped (hung) server: TCP connections are still accepted, but no HTTP request or websocket
+  // handshake is answered, open websockets stay open and silent and jobs stand still. Clearing it
+  // answers the requests held meanwhile (those whose client has not given up) and resumes jobs.
+  bool hang = false;
   uint32_t view_delay_ms = 0;        // /view answers after this delay
   int wrong_width = 0, wrong_height = 0;  // > 0: outputs have this size instead
 };
@@ -72,9 +76,13 @@ class Simulator {
   Faults faults() const;
   void set_latency(uint32_t latency_ms, uint32_t jitter_ms = 0);
   // Forgets queue and history and drops every websocket with no close frame (a restart).
-  // number restarts at 0 and the node cache is dropped; files on disk stay. The fault job counter
+  // number restarts at 0 and the node cache is dropped; files on disk stay unless `wipe_outputs`
+  // (a ComfyUI restarted with a clean output directory: see clear_outputs()). The fault job counter
   // (execution_error_on_job, ws_drop_on_job) keeps counting from the first start().
-  void simulate_restart();
+  void simulate_restart(bool wipe_outputs = false);
+  // Deletes every file under output/ and temp/ (input/ stays), running or stopped: outputs that
+  // later prompts name ("x.png [output]") are then gone, as after a restart with a fresh output dir.
+  void clear_outputs();
 
   std::vector<PromptRecord> prompts() const;
   std::vector<UploadRecord> uploads() const;

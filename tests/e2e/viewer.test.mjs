@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { summarize } from './gaps.mjs';
 
 const SKIP = 77;
 const appPath = process.argv[2] || process.env.DREAMWINDOW;
@@ -169,11 +170,23 @@ try {
   const D = await openViewer('D');
   await waitPlaying(D);
 
+  // What the viewer sees: gaps between presented frames (requestVideoFrameCallback) over 5 s. The
+  // figures are printed, not asserted (a shared machine); bench/viewer_gaps.mjs runs 60 s.
+  const since = await B.page.evaluate(() => performance.timeOrigin + performance.now());
+  await sleep(5000);
+  const g = summarize(await B.page.evaluate((t) => window.dw.frameGaps(t), since));
+  check(g.frames > 10, `B: ${g.frames} frames presented in 5 s (gaps p50 ${g.p50.toFixed(0)} ms, ` +
+    `p99 ${g.p99.toFixed(0)} ms, max ${g.max.toFixed(0)} ms, ${g.long} > 100 ms)`);
+
   // Status while playing.
   const s = await status();
+  check(typeof s.content_fps === 'number' && s.content_fps > 0 && s.content_fps <= s.output_fps * 1.2 + 0.5,
+    `content rate ${s.content_fps && s.content_fps.toFixed(1)} distinct fps beside output ${s.output_fps.toFixed(1)} fps`);
+  const hud = await B.page.textContent('#f-cfps');
+  check(/distinct/.test(hud), `the HUD shows the content rate ("${hud}")`);
   check(s.health.comfykeyframesrc === 'ok', `source health ok (${s.health.comfykeyframesrc})`);
   check(s.output_fps > 0, `output fps ${s.output_fps.toFixed(1)}`);
-  log('status figures:', JSON.stringify({ output_fps: s.output_fps, keyframe_fps: s.keyframe_fps,
+  log('status figures:', JSON.stringify({ output_fps: s.output_fps, content_fps: s.content_fps, keyframe_fps: s.keyframe_fps,
     generation_ms: s.generation_time.mean_ms, buffer: s.buffer, viewers: s.viewers.count }));
 } catch (e) {
   check(false, `exception: ${e.stack || e}`);

@@ -248,6 +248,31 @@ TEST(CacheTap, PopulatesWarmStartsAndMonitors) {
   }
 }
 
+// The prompt recorded with a cached keyframe is that keyframe's own (its DwFrameMeta, contract 3),
+// not whatever an upstream element's property says when the worker gets to it.
+TEST(CacheTap, PromptComesFromTheKeyframesMeta) {
+  TempDir dir;
+  GstHarness *h = new_harness(dir.path);
+  GstElement *tap = harness_element(h);
+  gst_harness_play(h);
+  const char *prompts[] = {"a lighthouse at dusk", "an astronaut in a field of tulips"};
+  const char *images[] = {"chelsea", "astronaut"};
+  for (guint64 i = 0; i < 2; ++i) {
+    GstBuffer *buf = buffer_of(shared_image(images[i]), i);
+    gst_buffer_remove_meta(buf, GST_META_CAST(dw_buffer_get_frame_meta(buf)));
+    dw_buffer_add_keyframe_meta(buf, i, prompts[i], 1000 + static_cast<gint64>(i), FALSE);
+    gst_buffer_unref(gst_harness_push_and_pull(h, buf));
+  }
+  ASSERT_TRUE(wait_until([&] { return stat_u64(tap, "analysed") == 2; }));
+  EXPECT_EQ(stat_u64(tap, "added"), 2u);
+  gst_harness_teardown(h);
+  gchar *text = nullptr;
+  ASSERT_TRUE(g_file_get_contents((dir.path + "/index.json").c_str(), &text, nullptr, nullptr));
+  const std::string index(text);
+  g_free(text);
+  for (const char *p : prompts) EXPECT_NE(index.find(p), std::string::npos) << "index.json lacks \"" << p << "\"";
+}
+
 TEST(CacheTap, CorruptIndexWarnsAndIsRebuilt) {
   TempDir dir;
   dir.put_png("chelsea.png", shared_image("chelsea"));

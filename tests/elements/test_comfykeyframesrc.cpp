@@ -1,6 +1,9 @@
-// comfykeyframesrc against the in-process ComfyUI simulator: caps and timestamps, live prompt
-// changes, the inject event, server down then up, NULL during a job, invalid workflows, retries,
-// and the overlap of generation with downstream work (checked by order of events).
+// comfykeyframesrc against the in-process ComfyUI simulator: caps and timestamps, the keyframe facts
+// on each buffer, live prompt changes, the inject event, server down then up, a server killed
+// mid-job (warning, recovery, the gap marked as a discontinuity), a restarted server that lost its
+// outputs, max-outage, NULL during a job, invalid URLs and workflows, retries, and the overlap of
+// generation with downstream work (checked by order of events).
+#include <glib/gstdio.h>
 #include <gst/app/gstappsink.h>
 #include <gst/check/gstharness.h>
 #include <gst/gst.h>
@@ -15,6 +18,7 @@
 
 #include "dwevents.h"
 #include "dwmeta.h"
+#include "dwstats.h"
 #include "sim/simulator.h"
 #include "sim_test_helpers.h"
 
@@ -88,6 +92,11 @@ TEST_F(SimFixture, ProducesKeyframesWithCapsTimestampsMetaAndMessages) {
     ASSERT_NE(meta, nullptr);
     EXPECT_EQ(meta->kind, DW_FRAME_KIND_KEYFRAME);
     EXPECT_EQ(meta->keyframe_index, i);
+    // The keyframe's facts travel with it: seed-mode increment from seed 0 gives seed = job index.
+    EXPECT_STREQ(meta->prompt, "a dreamlike landscape, soft light, highly detailed");
+    EXPECT_EQ(meta->seed, static_cast<gint64>(i));
+    EXPECT_FALSE(meta->injected);
+    EXPECT_EQ(GST_BUFFER_FLAG_IS_SET(buf, GST_BUFFER_FLAG_DISCONT), i == 0) << "keyframe " << i;
     gst_sample_unref(sample);
   }
   // Until EOS, one dreamwindow-keyframe message per keyframe, in order.
@@ -209,6 +218,7 @@ TEST_F(SimFixture, InjectEventIsPushedAndFeedsTheNextJob) {
     ASSERT_NE(meta, nullptr);
     if (meta->kind == DW_FRAME_KIND_INJECTED) {
       seen = true;
+      EXPECT_TRUE(meta->injected);
       gst_buffer_map(buf, &map, GST_MAP_READ);
       EXPECT_EQ(map.data[0], 255);  // RGB, red
       EXPECT_EQ(map.data[1], 0);
@@ -295,6 +305,196 @@ TEST_F(SimFixture, ServerRestartMidJobIsSurvived) {
   gst_object_unref(src);
   gst_element_set_state(pipeline, GST_STATE_NULL);
   gst_object_unref(sink);
+  gst_object_unref(pipeline);
+}
+
+namespace {
+
+// Pops bus messages until `match` accepts one (returned, caller unrefs) or the timeout passes;
+// ERROR messages fail the test unless `match` takes them.
+template <typename Match>
+GstMessage *wait_for(GstElement *pipeline, Match match, GstClockTime timeout = 30 * GST_SECOND) {
+  GstBus *bus = gst_element_get_bus(pipeline);
+  gint64 deadline = g_get_monotonic_time() + static_cast<gint64>(timeout / GST_USECOND);
+  GstMessage *found = nullptr;
+  while (!found) {
+    gint64 left = deadline - g_get_monotonic_time();
+    if (left <= 0) break;
+    GstMessage *msg = gst_bus_timed_pop(bus, left * GST_USECOND);
+    if (!msg) break;
+    if (match(msg)) {
+      found = msg;
+      break;
+    }
+    if (GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ERROR) ADD_FAILURE() << error_text(msg);
+    gst_message_unref(msg);
+  }
+  gst_object_unref(bus);
+  return found;
+}
+
+bool is_element_message(GstMessage *msg, const char *name) {
+  return GST_MESSAGE_TYPE(msg) == GST_MESSAGE_ELEMENT && gst_structure_has_name(gst_message_get_structure(msg), name);
+}
+
+}  // namespace
+
+TEST_F(SimFixture, EmptyHostInServerUrlFailsAtStartNamingIt) {
+  for (const std::string server : {"http://", "http://127.0.0.1:8188,ftp://x"}) {
+    std::string desc = "comfykeyframesrc server=\"" + server + "\" workflow=" + tiny_workflow() + " ! fakesink";
+    GstElement *pipeline = make_pipeline(desc);
+    ASSERT_TRUE(pipeline);
+    EXPECT_EQ(gst_element_set_state(pipeline, GST_STATE_PAUSED), GST_STATE_CHANGE_FAILURE) << server;
+    GstMessage *msg = wait_message(pipeline, GST_MESSAGE_ERROR, 5 * GST_SECOND);
+    ASSERT_NE(msg, nullptr) << server;
+    GError *err = nullptr;
+    gst_message_parse_error(msg, &err, nullptr);
+    EXPECT_TRUE(g_error_matches(err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS)) << error_text(msg);
+    g_clear_error(&err);
+    const std::string bad = server.find(',') == std::string::npos ? server : "ftp://x";
+    EXPECT_NE(error_text(msg).find("'" + bad), std::string::npos) << error_text(msg);
+    gst_message_unref(msg);
+    gst_element_set_state(pipeline, GST_STATE_NULL);
+    gst_object_unref(pipeline);
+  }
+}
+
+// Issue 13: a server killed mid-job is reported within seconds (not after the 300 s execute
+// timeout), its job is re-queued without spending a retry (max-retries=0), the recovery is
+// announced, and the first keyframe after the gap is a discontinuity. Indices stay contiguous.
+TEST_F(SimFixture, ServerKilledMidJobWarnsRecoversAndMarksTheGap) {
+  sim->set_latency(300);
+  std::string desc = "comfykeyframesrc name=src server=" + sim->url() + " workflow=" + tiny_workflow() +
+                     " width=64 height=64 max-retries=0 ! appsink name=sink sync=false";
+  GstElement *pipeline = make_pipeline(desc);
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  guint64 expected = 0;
+  auto pull = [&](bool *discont) {
+    GstSample *sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 30 * GST_SECOND);
+    if (!sample) return false;
+    GstBuffer *buf = gst_sample_get_buffer(sample);
+    DwFrameMeta *meta = dw_buffer_get_frame_meta(buf);
+    EXPECT_NE(meta, nullptr);
+    if (meta) {
+      EXPECT_EQ(meta->keyframe_index, expected) << "a keyframe index was lost or repeated";
+    }
+    expected++;
+    *discont = GST_BUFFER_FLAG_IS_SET(buf, GST_BUFFER_FLAG_DISCONT);
+    gst_sample_unref(sample);
+    return true;
+  };
+  bool discont = false;
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(pull(&discont)) << "keyframe " << i;
+  EXPECT_FALSE(discont);
+
+  size_t before = sim->prompts().size();
+  ASSERT_TRUE(sim->wait_for_prompts(before + 1, 10000));
+  g_usleep(100 * 1000);  // the job is running
+  gint64 killed = g_get_monotonic_time();
+  sim->stop();
+  GstMessage *warning = wait_for(pipeline, [](GstMessage *m) { return GST_MESSAGE_TYPE(m) == GST_MESSAGE_WARNING; });
+  ASSERT_NE(warning, nullptr) << "no warning after the server died";
+  gint64 warn_ms = (g_get_monotonic_time() - killed) / 1000;
+  EXPECT_NE(error_text(warning).find("unreachable"), std::string::npos) << error_text(warning);
+  EXPECT_NE(error_text(warning).find(sim->url()), std::string::npos) << error_text(warning);
+  gst_message_unref(warning);
+  // Generous bound for a shared machine; before the fix this took the whole execute timeout (300 s).
+  EXPECT_LT(warn_ms, 15000) << "the outage was reported after " << warn_ms << " ms";
+
+  g_usleep(3 * G_USEC_PER_SEC);  // a gap much longer than the ~0.3 s keyframe period
+  std::string error;
+  sim->set_latency(20);
+  ASSERT_TRUE(sim->start(&error)) << error;
+  GstMessage *recovered = wait_for(pipeline, [](GstMessage *m) {
+    if (!is_element_message(m, DW_MSG_BACKEND_NAME)) return false;
+    return g_strcmp0(gst_structure_get_string(gst_message_get_structure(m), DW_MSG_BACKEND_EVENT), "recovered") == 0;
+  });
+  ASSERT_NE(recovered, nullptr) << "recovery was not announced";
+  const GstStructure *rs = gst_message_get_structure(recovered);
+  EXPECT_STREQ(gst_structure_get_string(rs, DW_MSG_BACKEND_SERVER), sim->url().c_str());
+  guint64 down_time = 0;
+  EXPECT_TRUE(gst_structure_get_uint64(rs, DW_MSG_BACKEND_DOWN_TIME, &down_time));
+  EXPECT_GT(down_time, 2 * GST_SECOND);
+  gst_message_unref(recovered);
+
+  // A keyframe finished before the kill may still be queued; the first one made after is DISCONT.
+  int discont_at = -1;
+  for (int i = 0; i < 3 && discont_at < 0; ++i) {
+    ASSERT_TRUE(pull(&discont)) << "no keyframe after the server came back";
+    if (discont) discont_at = i;
+  }
+  EXPECT_GE(discont_at, 0) << "the first keyframe after the gap is not marked DISCONT";
+  ASSERT_TRUE(pull(&discont));
+  EXPECT_FALSE(discont) << "only the first keyframe after the gap is a discontinuity";
+
+  GstElement *src = gst_bin_get_by_name(GST_BIN(pipeline), "src");
+  GstStructure *stats = nullptr;
+  g_object_get(src, "stats", &stats, nullptr);
+  guint64 retried = 0, outages = 0;
+  gst_structure_get_uint64(stats, DW_STATS_COMFYKEYFRAMESRC_JOBS_RETRIED, &retried);
+  gst_structure_get_uint64(stats, DW_STATS_COMFYKEYFRAMESRC_OUTAGES, &outages);
+  EXPECT_GE(retried, 1u);
+  EXPECT_GE(outages, 1u);
+  gst_structure_free(stats);
+  gst_object_unref(src);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(sink);
+  gst_object_unref(pipeline);
+}
+
+// Issue 13: ComfyUI restarted with a clean output dir. The running job named the previous output
+// ("x.png [output]"), which is gone: the element re-uploads its own copy and carries on, even with
+// max-retries=0.
+TEST_F(SimFixture, RestartWithACleanOutputDirReuploadsTheKeyframe) {
+  sim->set_latency(800);
+  std::string desc = "comfykeyframesrc server=" + sim->url() + " workflow=" + tiny_workflow() +
+                     " width=64 height=64 max-retries=0 ! appsink name=sink sync=false";
+  GstElement *pipeline = make_pipeline(desc);
+  GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  GstSample *sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 30 * GST_SECOND);
+  ASSERT_NE(sample, nullptr);
+  gst_sample_unref(sample);
+  ASSERT_TRUE(sim->wait_for_prompts(2, 10000));
+  ASSERT_NE(image_value_of(sim->prompts()[1].body).find("[output]"), std::string::npos);
+  sim->stop();
+  const std::string out_dir = sim->data_dir() + "/output";
+  GDir *dir = g_dir_open(out_dir.c_str(), 0, nullptr);
+  ASSERT_NE(dir, nullptr) << out_dir;
+  while (const gchar *name = g_dir_read_name(dir)) g_remove((out_dir + "/" + name).c_str());
+  g_dir_close(dir);
+  size_t uploads_before = sim->uploads().size();
+  std::string error;
+  sim->set_latency(20);
+  ASSERT_TRUE(sim->start(&error)) << error;
+  for (int i = 0; i < 2; ++i) {
+    sample = gst_app_sink_try_pull_sample(GST_APP_SINK(sink), 30 * GST_SECOND);
+    ASSERT_NE(sample, nullptr) << "keyframe " << i + 1 << " after the restart never came";
+    gst_sample_unref(sample);
+  }
+  EXPECT_GT(sim->uploads().size(), uploads_before) << "the keyframe was not re-uploaded";
+  GstMessage *err = wait_message(pipeline, GST_MESSAGE_ERROR, 100 * GST_MSECOND);
+  EXPECT_EQ(err, nullptr) << (err ? error_text(err) : "");
+  if (err) gst_message_unref(err);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
+  gst_object_unref(sink);
+  gst_object_unref(pipeline);
+}
+
+TEST_F(SimFixture, MaxOutageMakesALongOutageAnError) {
+  dw::sim::Faults faults;
+  faults.refuse_connections = true;
+  sim->set_faults(faults);
+  std::string desc = "comfykeyframesrc server=" + sim->url() + " workflow=" + tiny_workflow() +
+                     " width=64 height=64 max-outage=2 ! fakesink";
+  GstElement *pipeline = make_pipeline(desc);
+  gst_element_set_state(pipeline, GST_STATE_PLAYING);
+  GstMessage *msg = wait_message(pipeline, GST_MESSAGE_ERROR, 60 * GST_SECOND);
+  ASSERT_NE(msg, nullptr) << "max-outage=2 never gave up";
+  EXPECT_NE(error_text(msg).find("max-outage"), std::string::npos) << error_text(msg);
+  gst_message_unref(msg);
+  gst_element_set_state(pipeline, GST_STATE_NULL);
   gst_object_unref(pipeline);
 }
 

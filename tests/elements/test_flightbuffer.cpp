@@ -1,11 +1,13 @@
 // flightbuffer with GstHarness and a test clock: the prototype's failure (pre-buffer never reached),
 // bursty input paced on an exact grid, adaptive rate vs. fixed rate with slow input, backpressure and
-// flush, drop-inbetween, batches, EOS, queries, downstream framerate, and state cycling.
+// flush, drop-inbetween, batches, EOS, queries, downstream framerate, state cycling, distinct-frame
+// counting (issue 10) and the return to the target fill after an outage (issue 13).
 #include <gst/check/gstharness.h>
 #include <gst/check/gsttestclock.h>
 #include <gst/gst.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -18,24 +20,6 @@ namespace {
 
 constexpr guint64 MS = GST_MSECOND;
 
-// The plugin links its own copy of dwmeta (a static library), so calling dw_buffer_add_frame_meta()
-// here would register the API type a second time. Use the API type the plugin registered (by name)
-// with a test implementation of the same struct.
-const GstMetaInfo *frame_meta_info() {
-  static const GstMetaInfo *info = nullptr;
-  if (!info) {
-    GType api = g_type_from_name("DwFrameMetaAPI");
-    g_assert(api != 0);
-    info = gst_meta_register(api, "DwFrameMetaTest", sizeof(DwFrameMeta),
-                             [](GstMeta *m, gpointer, GstBuffer *) -> gboolean {
-                               reinterpret_cast<DwFrameMeta *>(m)->kind = DW_FRAME_KIND_KEYFRAME;
-                               return TRUE;
-                             },
-                             nullptr, nullptr);
-  }
-  return info;
-}
-
 // A 4x4 RGBA frame carrying `index` in its first four bytes.
 GstBuffer *make_frame(guint32 index, GstClockTime pts, GstClockTime duration, int kind = -1) {
   GstBuffer *buf = gst_buffer_new_allocate(nullptr, 64, nullptr);
@@ -43,11 +27,8 @@ GstBuffer *make_frame(guint32 index, GstClockTime pts, GstClockTime duration, in
   gst_buffer_fill(buf, 0, &index, sizeof(index));
   GST_BUFFER_PTS(buf) = pts;
   GST_BUFFER_DURATION(buf) = duration;
-  if (kind >= 0) {
-    // The plugin has its own copy of dwmeta (static lib), so use the meta it registered, by name.
-    auto *m = reinterpret_cast<DwFrameMeta *>(gst_buffer_add_meta(buf, frame_meta_info(), nullptr));
-    m->kind = static_cast<DwFrameKind>(kind);
-  }
+  // The plugin and this test each link dwmeta; the meta is registered once, by name, and shared.
+  if (kind >= 0) dw_buffer_add_frame_meta(buf, static_cast<DwFrameKind>(kind), index, 0.0);
   return buf;
 }
 
@@ -273,6 +254,45 @@ TEST(FlightBuffer, BurstyInputIsPushedOnAnExactGrid) {
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* Truthful rates (issue 10): a repeat of the previous output is never a new picture.              */
+
+TEST(FlightBuffer, DistinctFramesNeverCountRepeats) {
+  // 10 fps out, fixed rate: each 300 ms frame goes out on three ticks. A is pushed twice (the same
+  // buffer), B twice (a deep copy: other memory, same DwFrameMeta), then C; then the queue runs dry
+  // and the hold policy repeats C.
+  GstHarness *h = make_harness("prebuffer-time=0 output-fps=10/1 adaptive=false stats-interval=0");
+  GstBuffer *a = make_frame(1, 0, 300 * MS, DW_FRAME_KIND_KEYFRAME);
+  GstBuffer *b = make_frame(2, 600 * MS, 300 * MS, DW_FRAME_KIND_KEYFRAME);
+  GstBuffer *b_copy = gst_buffer_copy_deep(b);
+  GST_BUFFER_PTS(b_copy) = 900 * MS;
+  gst_harness_push(h, gst_buffer_ref(a));
+  gst_harness_push(h, a);
+  gst_harness_push(h, b);
+  gst_harness_push(h, b_copy);
+  gst_harness_push(h, make_frame(3, 1200 * MS, 300 * MS, DW_FRAME_KIND_KEYFRAME));
+  std::vector<guint32> markers;
+  for (int n = 0; n < 20; ++n) {
+    ASSERT_TRUE(gst_harness_crank_single_clock_wait(h));
+    GstBuffer *out = gst_harness_pull(h);
+    ASSERT_NE(out, nullptr);
+    markers.push_back(marker(out));
+    gst_buffer_unref(out);
+  }
+  const std::vector<guint32> expected = {1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+  EXPECT_EQ(markers, expected);
+  EXPECT_EQ(stat_u64(h, "frames-out"), 20u);
+  EXPECT_EQ(stat_u64(h, "frames-distinct"), 3u);
+  EXPECT_EQ(stat_u64(h, "frames-repeated"), 5u);
+  GstStructure *st = stats_of(h);
+  double distinct = -1, output = -1;
+  EXPECT_TRUE(gst_structure_get_double(st, "distinct-rate", &distinct));
+  EXPECT_TRUE(gst_structure_get_double(st, "output-rate", &output));
+  EXPECT_LT(distinct, output / 4) << "3 pictures in 2 s against 10 frames/s";
+  gst_structure_free(st);
+  gst_harness_teardown(h);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
 /* Input at 0.8x real time (8 frames of 100 ms every second, at once) into a 10 fps output.         */
 
 namespace {
@@ -360,6 +380,41 @@ TEST(FlightBuffer, SlowInputFixedRateUnderrunsAndHoldsTheLastFrame) {
   EXPECT_GE(r.repeated, 10u);
   EXPECT_EQ(r.underrun_ticks_seen, r.repeated);
   EXPECT_TRUE(r.repeats_are_last_frame);
+}
+
+// Issue 13: after a 30 s outage (no input; hold repeats the last frame) the fill comes back to
+// target-fill within a few seconds instead of growing far past it, and output never stops.
+TEST(FlightBuffer, AfterAnOutageTheFillReturnsToTarget) {
+  GstHarness *h = make_harness("prebuffer-time=2000000000 target-fill=3000000000 output-fps=10/1 adaptive=true "
+                               "stats-interval=0");
+  guint32 idx = 0;
+  auto push_burst = [&]() {
+    for (int i = 0; i < 10; ++i, ++idx) gst_harness_push(h, make_frame(idx, idx * 100 * MS, 100 * MS));
+  };
+  push_burst();
+  gst_harness_set_time(h, 1 * GST_SECOND);
+  push_burst();  // 2 s: starts
+  GstClockTime next_burst = 2 * GST_SECOND;
+  const GstClockTime outage_start = 40 * GST_SECOND, outage_end = 70 * GST_SECOND;
+  guint64 max_fill_after = 0, last_fill = 0, pulled = 0;
+  for (int n = 0; n < 1000; ++n) {
+    while (clock_now(h) >= next_burst) {
+      if (next_burst < outage_start || next_burst >= outage_end) push_burst();
+      next_burst += GST_SECOND;
+    }
+    if (!gst_harness_crank_single_clock_wait(h)) break;
+    GstBuffer *b = gst_harness_pull(h);
+    ASSERT_NE(b, nullptr);
+    pulled++;
+    gst_buffer_unref(b);
+    last_fill = stat_u64(h, "fill-time");
+    if (clock_now(h) >= outage_end) max_fill_after = std::max(max_fill_after, last_fill);
+  }
+  EXPECT_EQ(pulled, 1000u) << "hold keeps pushing through the outage and the refill";
+  EXPECT_EQ(stat_u64(h, "discontinuities"), 1u);
+  EXPECT_LT(max_fill_after, 5 * GST_SECOND) << "fill ran away after the outage";
+  EXPECT_NEAR(static_cast<double>(last_fill) / GST_SECOND, 3.0, 1.2);
+  gst_harness_teardown(h);
 }
 
 TEST(FlightBuffer, UnderrunPauseWaitsForRebufferTime) {

@@ -1,6 +1,7 @@
 // dw::cache without GStreamer: similarity ordering on real images (pixel and VAE embeddings),
 // collapse detection on synthetic sequences, the store (warm start, eviction, corrupt index, a
-// SIGKILL in the middle of writes), the incremental similarity matrix and the threshold adapter.
+// SIGKILL in the middle of writes), the incremental similarity matrix, the threshold adapter and
+// the injection policy (when to inject a cached keyframe).
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <gtest/gtest.h>
@@ -18,6 +19,7 @@
 #include "cache/cache.h"
 #include "cache/collapse.h"
 #include "cache/embedding.h"
+#include "cache/injection.h"
 #include "cache/monitor.h"
 #include "cache/store.h"
 #include "config.h"
@@ -495,4 +497,96 @@ TEST(CacheBlend, PixelBlendWithoutModel) {
   auto blend = latent::ModelRegistry::acquire(latent::CodecConfig{latent::Backend::Blend});
   Image out2 = blend_for_injection(a, b, 0.75, blend);
   EXPECT_NEAR(out2.pixels[5], 150, 1);
+}
+
+// ---- Injection policy -------------------------------------------------------------------------
+
+namespace {
+
+CollapseState collapse(CollapseLevel level) {
+  CollapseState st;
+  st.level = level;
+  st.reason = level == CollapseLevel::None ? "" : "stagnating";
+  return st;
+}
+
+std::optional<Pick> candidate(double similarity) {
+  Pick p;
+  p.index = 3;
+  p.id = "kf-3";
+  p.similarity = similarity;
+  return p;
+}
+
+}  // namespace
+
+TEST(CacheInjection, InjectsOnSevereCollapseWithADissimilarCandidate) {
+  InjectionPolicy policy;
+  int asked = 0;
+  auto pick = [&]() {
+    ++asked;
+    return candidate(0.4);
+  };
+  EXPECT_EQ(policy.decide(collapse(CollapseLevel::None), pick).verdict, InjectionVerdict::NoCollapse);
+  EXPECT_EQ(asked, 0) << "no candidate search without a collapse";
+  InjectionDecision d = policy.decide(collapse(CollapseLevel::Severe), pick);
+  ASSERT_EQ(d.verdict, InjectionVerdict::Inject);
+  EXPECT_EQ(d.pick->index, 3u);
+  EXPECT_EQ(d.reason, "collapse-severe:stagnating");
+}
+
+TEST(CacheInjection, CooldownCountsKeyframesFromTheAcceptedInjection) {
+  InjectionConfig cfg;
+  cfg.cooldown = 3;
+  InjectionPolicy policy(cfg);
+  auto pick = []() { return candidate(0.4); };
+  ASSERT_EQ(policy.decide(collapse(CollapseLevel::Severe), pick).verdict, InjectionVerdict::Inject);
+  // Refused upstream (no on_injected): the next keyframe may try again at once.
+  ASSERT_EQ(policy.decide(collapse(CollapseLevel::Severe), pick).verdict, InjectionVerdict::Inject);
+  policy.on_injected();
+  EXPECT_EQ(policy.decide(collapse(CollapseLevel::Severe), pick).verdict, InjectionVerdict::Cooldown);  // 1
+  EXPECT_EQ(policy.decide(collapse(CollapseLevel::None), pick).verdict, InjectionVerdict::NoCollapse);  // 2
+  EXPECT_EQ(policy.decide(collapse(CollapseLevel::Severe), pick).verdict, InjectionVerdict::Inject);    // 3
+  policy.reset();
+  EXPECT_EQ(policy.since_injection(), UINT64_MAX);
+}
+
+TEST(CacheInjection, NoCandidateWhenEverythingIsAsSimilarAsTheLoop) {
+  InjectionConfig cfg;
+  cfg.max_similarity = 0.9;
+  InjectionPolicy policy(cfg);
+  InjectionDecision d = policy.decide(collapse(CollapseLevel::Severe), []() { return candidate(0.93); });
+  EXPECT_EQ(d.verdict, InjectionVerdict::NoCandidate);
+  EXPECT_EQ(policy.decide(collapse(CollapseLevel::Severe), []() { return std::optional<Pick>(); }).verdict,
+            InjectionVerdict::NoCandidate);
+  cfg.enabled = false;
+  policy.set_config(cfg);
+  EXPECT_EQ(policy.decide(collapse(CollapseLevel::Severe), []() { return candidate(0.1); }).verdict,
+            InjectionVerdict::Disabled);
+}
+
+// Mild collapses inject with mild_probability: never at 0, always at 1, about half at 0.5, and the
+// same sequence for the same seed.
+TEST(CacheInjection, MildCollapseIsACoinWithTheConfiguredOdds) {
+  auto run = [](double probability, uint32_t seed) {
+    InjectionConfig cfg;
+    cfg.cooldown = 0;
+    cfg.mild_probability = probability;
+    InjectionPolicy policy(cfg, seed);
+    std::string seq;
+    for (int i = 0; i < 400; ++i)
+      seq += policy.decide(collapse(CollapseLevel::Mild), []() { return candidate(0.4); }).verdict ==
+                     InjectionVerdict::Inject
+                 ? '1'
+                 : '0';
+    return seq;
+  };
+  EXPECT_EQ(run(0.0, 1).find('1'), std::string::npos);
+  EXPECT_EQ(run(1.0, 1).find('0'), std::string::npos);
+  const std::string half = run(0.5, 7);
+  const auto ones = std::count(half.begin(), half.end(), '1');
+  EXPECT_GT(ones, 150);
+  EXPECT_LT(ones, 250);
+  EXPECT_EQ(half, run(0.5, 7));
+  EXPECT_NE(half, run(0.5, 8));
 }

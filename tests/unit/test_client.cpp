@@ -2,9 +2,11 @@
 // fails a test instead of hanging it.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "comfy/client.h"
@@ -467,6 +469,7 @@ TEST_F(ClientTest, ServerRestartLosesJobDetectedAsTransient) {
   EXPECT_EQ(o->error->kind, ErrorKind::Unreachable) << o->error->describe();
   EXPECT_NE(o->error->message.find("no longer known"), std::string::npos) << o->error->message;
   EXPECT_TRUE(o->error->transient());
+  EXPECT_TRUE(o->error->retry_free) << "the server forgot it: not the job's fault";
   ASSERT_TRUE(run_until([&] { return client_->stats().ws_connected; }));
   EXPECT_GE(client_->stats().reconnects, 1u);
 }
@@ -579,4 +582,349 @@ TEST_F(ClientTest, ProgressCallbacksAreForOurPrompt) {
   ASSERT_TRUE(run_until([&] { return o->finished(); }));
   expect_png_result(*o);
   for (const auto &p : seen) EXPECT_EQ(p.prompt_id, id);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Outages and health (issue 13): a dead server is reported within ~2 s, the job in flight fails at
+// once with retry_free, recovery is reported at once; an unresponsive server is transient like a
+// dead one; a silent websocket costs (almost) no keyframe rate.
+
+namespace {
+
+struct HealthLog {
+  std::vector<HealthEvent> events;
+  bool saw(Health h) const {
+    for (const auto &e : events)
+      if (e.health == h) return true;
+    return false;
+  }
+  int count(Health h) const {
+    int n = 0;
+    for (const auto &e : events) n += e.health == h;
+    return n;
+  }
+};
+
+std::shared_ptr<HealthLog> watch_health(Client &c) {
+  auto log = std::make_shared<HealthLog>();
+  c.set_health_callback([log](const HealthEvent &e) { log->events.push_back(e); });
+  return log;
+}
+
+bool posted(const Simulator &sim, const std::string &id) {
+  for (auto &p : sim.prompts())
+    if (p.prompt_id == id) return true;
+  return false;
+}
+
+}  // namespace
+
+TEST_F(ClientTest, HealthOkOnceConnected) {
+  client_ = std::make_unique<Client>(config(), ctx_);
+  auto log = watch_health(*client_);
+  EXPECT_EQ(client_->health(), Health::Unknown);
+  client_->start();
+  ASSERT_TRUE(run_until([&] { return client_->health() == Health::Ok; }, 5000));
+  ASSERT_EQ(log->events.size(), 1u);
+  EXPECT_EQ(log->events[0].health, Health::Ok);
+  EXPECT_GT(log->events[0].since_us, 0);
+  EXPECT_EQ(client_->stats().health, Health::Ok);
+}
+
+// The server dies while a job runs (the simulator closes its sockets with no close frame, like a
+// killed ComfyUI, and stops listening), then comes back on the same port.
+TEST_F(ClientTest, ServerKilledMidJobFailsAtOnceRetryFreeAndRecoveryIsReported) {
+  sim_->set_latency(4000);
+  ClientConfig c = config();
+  c.timeouts.execute_ms = 120000;  // the old behaviour: the job waited for this
+  make_client(c);
+  auto log = watch_health(*client_);
+  auto o = std::make_shared<Outcome>();
+  std::string id = submit(spec(test_png(40), "dw_killed.png"), o);
+  ASSERT_TRUE(run_until([&] { return posted(*sim_, id); }));
+  run_for(200);
+  ASSERT_FALSE(o->finished());
+  int64_t t0 = g_get_monotonic_time();
+  sim_->stop();
+  ASSERT_TRUE(run_until([&] { return o->finished(); }, 8000)) << "the job waited for the execute timeout";
+  double fail_s = double(g_get_monotonic_time() - t0) / 1e6;
+  ASSERT_TRUE(run_until([&] { return client_->health() == Health::Unreachable; }, 8000));
+  double report_s = double(g_get_monotonic_time() - t0) / 1e6;
+  std::printf("[ figures  ] server killed: job failed after %.2f s, health unreachable after %.2f s\n", fail_s, report_s);
+  ASSERT_TRUE(o->error);
+  EXPECT_EQ(o->error->kind, ErrorKind::Unreachable) << o->error->describe();
+  EXPECT_TRUE(o->error->retry_free) << o->error->describe();
+  EXPECT_TRUE(o->error->transient());
+  EXPECT_EQ(o->calls, 1);
+  EXPECT_TRUE(log->saw(Health::Unreachable));
+  EXPECT_NE(client_->health_event().message.find(sim_->url()), std::string::npos) << client_->health_event().message;
+  EXPECT_EQ(client_->stats().outages, 1u);
+
+  // Jobs submitted during the outage fail fast, retry_free too, and never hang.
+  auto during = std::make_shared<Outcome>();
+  submit(spec(test_png(41), "dw_during.png"), during);
+  ASSERT_TRUE(run_until([&] { return during->finished(); }, 8000));
+  ASSERT_TRUE(during->error);
+  EXPECT_EQ(during->error->kind, ErrorKind::Unreachable) << during->error->describe();
+  EXPECT_TRUE(during->error->retry_free);
+
+  // Back on the same port: Ok is reported by the client's own reconnects, with no job needed.
+  sim_->set_latency(30);
+  std::string err;
+  ASSERT_TRUE(sim_->start(&err)) << err;
+  int64_t t1 = g_get_monotonic_time();
+  ASSERT_TRUE(run_until([&] { return client_->health() == Health::Ok; }, 8000));
+  std::printf("[ figures  ] server back: health ok after %.2f s\n", double(g_get_monotonic_time() - t1) / 1e6);
+  EXPECT_EQ(log->events.back().health, Health::Ok);
+  EXPECT_EQ(log->count(Health::Unreachable), 1) << "one report per outage";
+  auto after = std::make_shared<Outcome>();
+  submit(spec(test_png(42), "dw_after.png"), after);
+  ASSERT_TRUE(run_until([&] { return after->finished(); }));
+  expect_png_result(*after);
+}
+
+// Polling only (no websocket to notice the close): the failed /history poll reports the outage.
+TEST_F(ClientTest, ServerKilledWhilePollingIsReportedToo) {
+  sim_->set_latency(4000);
+  ClientConfig c = config();
+  c.use_websocket = false;
+  c.timeouts.execute_ms = 120000;
+  make_client(c, true, false);
+  auto log = watch_health(*client_);
+  auto o = std::make_shared<Outcome>();
+  std::string id = submit(spec(test_png(43), "dw_killed_poll.png"), o);
+  ASSERT_TRUE(run_until([&] { return posted(*sim_, id); }));
+  run_for(200);
+  sim_->stop();
+  ASSERT_TRUE(run_until([&] { return o->finished(); }, 8000));
+  ASSERT_TRUE(o->error);
+  EXPECT_EQ(o->error->kind, ErrorKind::Unreachable) << o->error->describe();
+  EXPECT_TRUE(o->error->retry_free);
+  EXPECT_EQ(client_->health(), Health::Unreachable);
+  std::string err;
+  ASSERT_TRUE(sim_->start(&err)) << err;
+  ASSERT_TRUE(run_until([&] { return client_->health() == Health::Ok; }, 8000)) << "no probe noticed the recovery";
+  EXPECT_TRUE(log->saw(Health::Unreachable));
+}
+
+// A websocket dropped by a live server (a proxy restart, a network blip) is no outage: the probe
+// answers, nothing is failed, the job completes.
+TEST_F(ClientTest, WebsocketDropOnALiveServerIsNoOutage) {
+  sim_->set_latency(400);
+  make_client(config());
+  auto log = watch_health(*client_);
+  Faults f;
+  f.ws_drop_on_job = 1;
+  sim_->set_faults(f);
+  auto o = std::make_shared<Outcome>();
+  submit(spec(test_png(46), "dw_drop_live.png"), o);
+  ASSERT_TRUE(run_until([&] { return o->finished(); }, 20000));
+  expect_png_result(*o);
+  EXPECT_GE(client_->stats().reconnects, 1u);
+  EXPECT_FALSE(log->saw(Health::Unreachable));
+  EXPECT_FALSE(log->saw(Health::Unresponsive));
+  EXPECT_EQ(client_->health(), Health::Ok);
+  EXPECT_EQ(client_->stats().outages, 0u);
+}
+
+namespace {
+// A server that accepts TCP connections and never says a word (a hung process, a wrong port
+// behind a proxy): GSocketService on the test's context, holding every connection open.
+struct MuteServer {
+  GSocketService *service = nullptr;
+  std::vector<GSocketConnection *> held;
+  uint16_t port = 0;
+  MuteServer() {
+    service = g_socket_service_new();
+    GInetAddress *lo = g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV4);
+    GSocketAddress *addr = g_inet_socket_address_new(lo, 0);
+    GSocketAddress *effective = nullptr;
+    GError *err = nullptr;
+    if (g_socket_listener_add_address(G_SOCKET_LISTENER(service), addr, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP,
+                                      nullptr, &effective, &err)) {
+      port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(effective));
+      g_object_unref(effective);
+    }
+    g_clear_error(&err);
+    g_object_unref(addr);
+    g_object_unref(lo);
+    g_signal_connect(service, "incoming", G_CALLBACK(+[](GSocketService *, GSocketConnection *conn, GObject *,
+                                                          gpointer self) -> gboolean {
+                       static_cast<MuteServer *>(self)->held.push_back(G_SOCKET_CONNECTION(g_object_ref(conn)));
+                       return TRUE;
+                     }),
+                     this);
+    g_socket_service_start(service);
+  }
+  ~MuteServer() {
+    g_socket_service_stop(service);
+    g_socket_listener_close(G_SOCKET_LISTENER(service));
+    for (auto *c : held) {
+      g_io_stream_close(G_IO_STREAM(c), nullptr, nullptr);
+      g_object_unref(c);
+    }
+    g_object_unref(service);
+  }
+};
+}  // namespace
+
+TEST_F(ClientTest, UnresponsiveServerIsTransientLikeUnreachable) {
+  MuteServer mute;
+  ASSERT_NE(mute.port, 0);
+  ClientConfig c = config();
+  c.server_url = "http://127.0.0.1:" + std::to_string(mute.port);
+  c.timeouts.connect_ms = 800;
+  c.timeouts.queue_ms = 20000;  // the old behaviour: the upload waited for this, then a Timeout
+  make_client(c, true, false);
+  auto log = watch_health(*client_);
+  auto o = std::make_shared<Outcome>();
+  int64_t t0 = g_get_monotonic_time();
+  submit(spec(test_png(44), "dw_mute.png"), o);
+  ASSERT_TRUE(run_until([&] { return o->finished(); }, 6000)) << "no answer was not noticed within the connect timeout";
+  std::printf("[ figures  ] unresponsive server: job failed after %.2f s (connect timeout 0.8 s)\n",
+              double(g_get_monotonic_time() - t0) / 1e6);
+  ASSERT_TRUE(o->error);
+  EXPECT_EQ(o->error->kind, ErrorKind::Unreachable) << o->error->describe();
+  EXPECT_TRUE(o->error->retry_free);
+  EXPECT_TRUE(o->error->transient()) << "same policy as a server that is down";
+  EXPECT_NE(o->error->message.find("does not respond"), std::string::npos) << o->error->message;
+  ASSERT_TRUE(run_until([&] { return client_->health() == Health::Unresponsive; }, 3000));
+  EXPECT_TRUE(log->saw(Health::Unresponsive));
+  EXPECT_FALSE(log->saw(Health::Unreachable));
+  EXPECT_GE(mute.held.size(), 1u);
+  // Still not fatal: the next attempt behaves the same.
+  auto again = std::make_shared<Outcome>();
+  submit(spec(test_png(45), "dw_mute2.png"), again);
+  ASSERT_TRUE(run_until([&] { return again->finished(); }, 6000));
+  ASSERT_TRUE(again->error);
+  EXPECT_TRUE(again->error->transient());
+  EXPECT_TRUE(again->error->retry_free);
+}
+
+// Sequential jobs (a feedback loop) with and without a silent websocket, interleaved in rounds so
+// that the load of this shared machine hits both modes alike; compares the mean job time.
+TEST_F(ClientTest, SilentWebsocketIsDegradedAndKeepsTheKeyframeRate) {
+  sim_->set_latency(150);
+  make_client(config());
+  auto log = watch_health(*client_);
+  int seed = 100;
+  // Runs one job; returns its duration in ms, or -1.
+  auto one_job = [&]() -> double {
+    auto o = std::make_shared<Outcome>();
+    int64_t t = g_get_monotonic_time();
+    submit(spec(test_png(seed++), "dw_rate.png"), o);
+    if (!run_until([&] { return o->finished(); }, 10000) || !o->result) return -1;
+    return double(g_get_monotonic_time() - t) / 1000.0;
+  };
+  auto window = [&](int ms, double *total, int *count) {
+    int64_t end = g_get_monotonic_time() + int64_t(ms) * 1000;
+    while (g_get_monotonic_time() < end) {
+      double d = one_job();
+      ASSERT_GT(d, 0) << "a job failed";
+      *total += d;
+      ++*count;
+    }
+  };
+  ASSERT_GT(one_job(), 0);  // warm-up
+  double ws_ms = 0, silent_ms = 0;
+  int ws_n = 0, silent_n = 0;
+  Faults silent;
+  silent.silent_websocket = true;
+  for (int round = 0; round < 3; round++) {
+    sim_->set_faults(Faults());
+    ASSERT_GT(one_job(), 0);  // the socket talks again: Ok
+    ASSERT_EQ(client_->health(), Health::Ok);
+    window(1000, &ws_ms, &ws_n);
+    sim_->set_faults(silent);
+    ASSERT_GT(one_job(), 0);  // pays ws_silence_ms once per silence
+    ASSERT_EQ(client_->health(), Health::Degraded);
+    window(1000, &silent_ms, &silent_n);
+  }
+  ASSERT_GT(ws_n, 0);
+  ASSERT_GT(silent_n, 0);
+  double ws_mean = ws_ms / ws_n, silent_mean = silent_ms / silent_n;
+  double ratio = ws_mean / silent_mean;  // keyframe rate with a silent socket / with a talking one
+  std::printf("[ figures  ] job time at 150 ms latency: websocket %.1f ms (%d jobs), silent websocket %.1f ms (%d jobs): "
+              "rate ratio %.2f, polling every %u ms\n",
+              ws_mean, ws_n, silent_mean, silent_n, ratio, client_->stats().poll_period_ms);
+  EXPECT_GE(ratio, 0.7) << "polling costs too much rate";
+  EXPECT_EQ(log->count(Health::Degraded), 3) << "one warning per silence, not one per job";
+  EXPECT_NE(client_->health_event().message.find("silent"), std::string::npos);
+}
+
+// The element's case: a fresh client whose websocket is silent from the start, with the default
+// ratio of ws_silence_ms to generation time (here 10x). The first job is seen only when the
+// silence is detected; that time must not become the generation estimate that gates polling
+// (once: 3x the keyframe period for ~20 keyframes). Bound: half the silence time, while the
+// server needs 150 ms, so only a feedback of the detection delay can fail it.
+TEST_F(ClientTest, SilentFromTheStartDoesNotSlowTheFollowingJobs) {
+  sim_->set_latency(150);
+  Faults silent;
+  silent.silent_websocket = true;
+  sim_->set_faults(silent);
+  ClientConfig c = config();
+  c.ws_silence_ms = 1500;
+  make_client(c);
+  int seed = 300;
+  auto one_job = [&]() -> double {
+    auto o = std::make_shared<Outcome>();
+    int64_t t = g_get_monotonic_time();
+    submit(spec(test_png(seed++), "dw_silent.png"), o);
+    if (!run_until([&] { return o->finished(); }, 10000) || !o->result) return -1;
+    return double(g_get_monotonic_time() - t) / 1000.0;
+  };
+  double first = one_job();
+  ASSERT_GT(first, 0);
+  ASSERT_EQ(client_->health(), Health::Degraded);
+  double total = 0;
+  const int n = 5;
+  for (int i = 0; i < n; i++) {
+    double d = one_job();
+    ASSERT_GT(d, 0) << "a job failed";
+    total += d;
+  }
+  std::printf("[ figures  ] silent from the start, 150 ms latency, ws_silence_ms 1500: first job %.0f ms, next %d "
+              "jobs %.0f ms each, estimate %.0f ms\n",
+              first, n, total / n, client_->stats().generation_ms);
+  EXPECT_LT(total / n, c.ws_silence_ms / 2.0) << "the silence-detection delay leaked into the following jobs";
+}
+
+// The feedback loop names the previous output; a server restarted with a clean output dir no
+// longer has it: MissingInput (transient, re-upload), not a rejected workflow.
+TEST_F(ClientTest, MissingLoadImageFileIsMissingInput) {
+  make_client(config());
+  auto o = std::make_shared<Outcome>();
+  JobSpec s;
+  s.input_value = "dw_00163_.png [output]";
+  s.build_prompt = [](const std::string &v) { return graph(v); };
+  s.output_nodes = {"2"};
+  submit(std::move(s), o);
+  ASSERT_TRUE(run_until([&] { return o->finished(); }));
+  ASSERT_TRUE(o->error);
+  EXPECT_EQ(o->error->kind, ErrorKind::MissingInput) << o->error->describe();
+  EXPECT_TRUE(o->error->transient());
+  EXPECT_NE(o->error->message.find("dw_00163_.png [output]"), std::string::npos) << o->error->message;
+  EXPECT_EQ(client_->health(), Health::Ok);
+}
+
+// A callback that throws must not unwind through GLib/libsoup's C frames (std::terminate): the
+// client's boundary catches it, logs it, and keeps working.
+TEST_F(ClientTest, ThrowingCallbackDoesNotEscapeIntoC) {
+  make_client(config());
+  auto o = std::make_shared<Outcome>();
+  JobCallbacks cb;
+  cb.on_done = [o](JobResult &&) {
+    o->calls++;
+    throw std::runtime_error("callback bug");
+  };
+  cb.on_error = [o](const Error &) {
+    o->calls++;
+    throw std::runtime_error("callback bug");
+  };
+  client_->submit(spec(test_png(50), "dw_throw.png"), std::move(cb));
+  ASSERT_TRUE(run_until([&] { return o->finished(); }));
+  auto p = std::make_shared<Outcome>();
+  submit(spec(test_png(51), "dw_after_throw.png"), p);
+  ASSERT_TRUE(run_until([&] { return p->finished(); }));
+  expect_png_result(*p);
 }

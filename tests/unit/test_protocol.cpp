@@ -355,10 +355,6 @@ TEST(ProtocolPrompt, Rejected400Shapes) {
        "node 2 (ImageScale) input 'upscale_method': Value not in list (upscale_method: 'foo' not in ['nearest-exact', 'bilinear']); "
        "node 2 (ImageScale) input 'width': Required input is missing; "
        "node 5 (ImageSharpen) input 'image': Exception when validating inner node ('99')"},
-      {R"({"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}},
-          "node_errors": {"1": {"errors": [{"type": "custom_validation_failed", "message": "Custom validation failed for node", "details": "image - Invalid image file: nope.png", "extra_info": {"input_name": "image"}}],
-                                "dependent_outputs": ["6"], "class_type": "LoadImage"}}})",
-       "node 1 (LoadImage) input 'image': Custom validation failed for node (image - Invalid image file: nope.png)"},
   };
   for (const auto &c : cases) {
     PromptResponse pr;
@@ -378,6 +374,69 @@ TEST(ProtocolPrompt, Rejected400Shapes) {
   EXPECT_EQ(prompt_resp(400, "", &pr).kind, ErrorKind::InvalidPrompt);
   EXPECT_EQ(prompt_resp(400, "<html>", &pr).kind, ErrorKind::InvalidPrompt);
   EXPECT_EQ(prompt_resp(400, R"({"error": "bad"})", &pr).kind, ErrorKind::InvalidPrompt);
+}
+
+// A LoadImage file the server does not have (a restart with a clean output dir: the next job names
+// the previous output): transient MissingInput, so the caller re-uploads instead of giving up.
+// The body is the one PROTOCOL.md recorded from ComfyUI 0.8.0, verbatim.
+TEST(ProtocolPrompt, MissingLoadImageFileIsMissingInput) {
+  const char *real = R"({"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}},
+      "node_errors": {"1": {"errors": [{"type": "custom_validation_failed", "message": "Custom validation failed for node", "details": "image - Invalid image file: nope_08b83408.png", "extra_info": {"input_name": "image"}}],
+                            "dependent_outputs": ["6"], "class_type": "LoadImage"}}})";
+  PromptResponse pr;
+  Error e = prompt_resp(400, real, &pr);
+  EXPECT_EQ(e.kind, ErrorKind::MissingInput) << e.describe();
+  EXPECT_TRUE(e.transient());
+  EXPECT_FALSE(e.retry_free);
+  EXPECT_EQ(e.http_status, 400);
+  EXPECT_EQ(e.node_id, "1");
+  EXPECT_EQ(e.node_type, "LoadImage");
+  EXPECT_NE(e.message.find("not on the server"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("node 1 (LoadImage) input 'image': Custom validation failed for node (image - Invalid image file: nope_08b83408.png)"),
+            std::string::npos) << e.message;
+  EXPECT_STREQ(error_kind_name(e.kind), "missing-input");
+  EXPECT_TRUE(missing_input_only(pr.node_errors));
+
+  // The annotated output name of the feedback loop ("dw_00163_.png [output]") reads the same.
+  const char *output_ref = R"({"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}},
+      "node_errors": {"10": {"errors": [{"type": "custom_validation_failed", "message": "Custom validation failed for node", "details": "image - Invalid image file: dw_00163_.png [output]", "extra_info": {"input_name": "image"}}],
+                             "dependent_outputs": ["9"], "class_type": "LoadImage"}}})";
+  EXPECT_EQ(prompt_resp(400, output_ref, &pr).kind, ErrorKind::MissingInput);
+
+  // Older servers: the image combo check of LoadImage.
+  const char *combo = R"({"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}},
+      "node_errors": {"1": {"errors": [{"type": "value_not_in_list", "message": "Value not in list", "details": "image: 'gone.png' not in ['a.png']", "extra_info": {"input_name": "image", "received_value": "gone.png"}}],
+                            "dependent_outputs": ["6"], "class_type": "LoadImage"}}})";
+  EXPECT_EQ(prompt_resp(400, combo, &pr).kind, ErrorKind::MissingInput);
+
+  // Anything else wrong as well: re-uploading cannot fix it, so it stays a rejected prompt.
+  const char *mixed = R"({"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}},
+      "node_errors": {"1": {"errors": [{"type": "custom_validation_failed", "message": "Custom validation failed for node", "details": "image - Invalid image file: nope.png", "extra_info": {"input_name": "image"}}],
+                            "dependent_outputs": ["6"], "class_type": "LoadImage"},
+                      "3": {"errors": [{"type": "value_bigger_than_max", "message": "Value 99 bigger than max of 31", "details": "blur_radius", "extra_info": {"input_name": "blur_radius", "received_value": 99}}],
+                            "dependent_outputs": ["6"], "class_type": "ImageBlur"}}})";
+  e = prompt_resp(400, mixed, &pr);
+  EXPECT_EQ(e.kind, ErrorKind::InvalidPrompt) << e.describe();
+  EXPECT_FALSE(e.transient());
+  // value_not_in_list on another input or node is a real mistake in the workflow.
+  const char *other_combo = R"({"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}},
+      "node_errors": {"2": {"errors": [{"type": "value_not_in_list", "message": "Value not in list", "details": "upscale_method: 'foo' not in ['nearest-exact']", "extra_info": {"input_name": "upscale_method", "received_value": "foo"}}],
+                            "dependent_outputs": ["6"], "class_type": "ImageScale"}}})";
+  EXPECT_EQ(prompt_resp(400, other_combo, &pr).kind, ErrorKind::InvalidPrompt);
+  // A top-level error without node errors is never "missing input".
+  EXPECT_EQ(prompt_resp(400, R"({"error": {"type": "prompt_no_outputs", "message": "Prompt has no outputs", "details": "", "extra_info": {}}, "node_errors": {}})", &pr).kind,
+            ErrorKind::InvalidPrompt);
+}
+
+TEST(ProtocolErrors, RetryFreeDefaultsOffAndKindsAreNamed) {
+  Error e(ErrorKind::Unreachable, "x");
+  EXPECT_FALSE(e.retry_free);
+  EXPECT_TRUE(e.transient());
+  EXPECT_TRUE(Error(ErrorKind::MissingInput, "x", 400).transient());
+  EXPECT_FALSE(Error(ErrorKind::InvalidPrompt, "x", 400).transient());
+  EXPECT_EQ(Error(ErrorKind::MissingInput, "gone").describe(), "missing-input: gone");
+  EXPECT_STREQ(health_name(Health::Unresponsive), "unresponsive");
+  EXPECT_STREQ(health_name(Health::Degraded), "degraded");
 }
 
 TEST(ProtocolPrompt, Other) {

@@ -4,12 +4,16 @@
 #include <json-glib/json-glib.h>
 #include <libsoup/soup.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <unistd.h>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "comfy/client.h"
 #include "image/image.h"
 #include "sim/dream.h"
 #include "sim/simulator.h"
@@ -1065,4 +1069,208 @@ TEST_F(SimTest, ViewDelayClientGivesUp) {
   sim_->set_faults({});
   EXPECT_EQ(get("/system_stats").status, 200u);
   EXPECT_EQ(get("/view?type=input&filename=" + name).status, 200u);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Descriptor hygiene (issue 13 item 6): the simulator used to keep one CLOSE-WAIT socket per job.
+// The product client (lib/comfy) runs 1000 jobs against the in-process simulator at latency 0 and
+// the process's descriptor count (client + simulator, both in-process) must stay flat.
+
+namespace {
+
+// Resident set size in KiB (printed only: memory is not what this test asserts).
+long rss_kib() {
+  long pages = 0, resident = 0;
+  FILE *f = std::fopen("/proc/self/statm", "r");
+  if (!f) return -1;
+  if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = -1;
+  std::fclose(f);
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+int count_fds() {
+  int n = 0;
+  GDir *d = g_dir_open("/proc/self/fd", 0, nullptr);
+  if (!d) return -1;
+  while (g_dir_read_name(d)) ++n;
+  g_dir_close(d);
+  return n;
+}
+
+JsonNode *load_save_graph(const std::string &image_value) {
+  std::string text = "{\"1\": {\"class_type\": \"LoadImage\", \"inputs\": {\"image\": " +
+                     std::string("\"") + image_value + "\"}}, \"2\": {\"class_type\": \"SaveImage\", \"inputs\": "
+                     "{\"images\": [\"1\", 0], \"filename_prefix\": \"fds\"}}}";
+  JsonParser *p = json_parser_new();
+  JsonNode *n = nullptr;
+  if (json_parser_load_from_data(p, text.c_str(), -1, nullptr)) n = json_node_copy(json_parser_get_root(p));
+  g_object_unref(p);
+  return n;
+}
+
+}  // namespace
+
+TEST(SimDescriptors, FlatOver1000JobsThroughTheClient) {
+  GMainContext *ctx = g_main_context_new();
+  g_main_context_push_thread_default(ctx);
+  dw::sim::Config sc;
+  sc.latency_ms = 0;
+  auto sim = std::make_unique<Simulator>(sc);
+  std::string err;
+  ASSERT_TRUE(sim->start(&err)) << err;
+  dw::comfy::ClientConfig cc;
+  cc.server_url = sim->url();
+  cc.rng_seed = 3;
+  auto client = std::make_unique<dw::comfy::Client>(cc, ctx);
+  client->start();
+  auto spin_until = [&](const std::function<bool()> &pred, int timeout_ms) {
+    const gint64 deadline = g_get_monotonic_time() + timeout_ms * 1000LL;
+    while (!pred()) {
+      if (g_get_monotonic_time() > deadline) return false;
+      if (!g_main_context_iteration(ctx, FALSE)) g_usleep(200);
+    }
+    return true;
+  };
+  ASSERT_TRUE(spin_until([&] { return client->stats().ws_connected; }, 5000));
+
+  // The feedback loop: each job uploads the previous output (a new file each time: no caching).
+  dw::Image img(16, 16, 3);
+  int ok = 0, failed = 0;
+  std::string last_error;
+  int fds_after_warmup = -1, peak = 0;
+  int64_t queue_us = 0, exec_us = 0;
+  long rss_after_warmup = 0;
+  const int kJobs = 1000, kWarmup = 20;
+  for (int i = 0; i < kJobs; ++i) {
+    for (size_t k = 0; k < img.pixels.size(); ++k) img.pixels[k] = static_cast<uint8_t>(k * 13 + i * 7);
+    dw::comfy::JobSpec spec;
+    spec.upload_png = dw::encode_png(img, 1);
+    spec.upload_name = "fds.png";
+    spec.build_prompt = load_save_graph;
+    spec.output_nodes = {"2"};
+    bool done = false;
+    dw::comfy::JobCallbacks cb;
+    cb.on_done = [&](dw::comfy::JobResult &&r) {
+      done = true;
+      ++ok;
+      queue_us += r.queued_us - r.submitted_us;
+      exec_us += r.finished_us - r.queued_us;
+    };
+    cb.on_error = [&](const dw::comfy::Error &e) { done = true; ++failed; last_error = e.describe(); };
+    client->submit(std::move(spec), std::move(cb));
+    ASSERT_TRUE(spin_until([&] { return done; }, 10000)) << "job " << i << " never finished";
+    if (i + 1 == kWarmup) {
+      fds_after_warmup = count_fds();
+      rss_after_warmup = rss_kib();
+    }
+    if (i + 1 > kWarmup) peak = std::max(peak, count_fds());
+    if ((i + 1) % 100 == 0)
+      std::printf("  %d jobs: %d fds, mean queue %.1f ms, run+fetch %.1f ms\n", i + 1, count_fds(), queue_us / 1e3 / (i + 1),
+                  exec_us / 1e3 / (i + 1));
+  }
+  const int fds_end = count_fds();
+  std::printf("fds: after %d jobs %d, peak %d, after %d jobs %d (%d ok, %d failed); RSS %ld -> %ld KiB\n", kWarmup,
+              fds_after_warmup, peak, kJobs, fds_end, ok, failed, rss_after_warmup, rss_kib());
+  EXPECT_EQ(failed, 0) << last_error;
+  EXPECT_EQ(ok, kJobs);
+  // Flat: slack for the keep-alive connections the client pool opens and replaces (the count swings
+  // by ~16), never one per job (before the fix: +2 per job, 2030 descriptors after 1000 jobs).
+  EXPECT_LE(peak, fds_after_warmup + 32) << "descriptors grew with the number of jobs";
+  EXPECT_LE(fds_end, fds_after_warmup + 32);
+  client.reset();
+  for (int i = 0; i < 50 && g_main_context_iteration(ctx, FALSE); i++) {
+  }
+  sim.reset();
+  g_main_context_pop_thread_default(ctx);
+  g_main_context_unref(ctx);
+}
+
+// The limits a real ComfyUI hits (aiohttp client_max_size = 100 MiB; Python's json recursion
+// limit): a body over 100 MiB gets 413, JSON nested deeper than Python parses gets the 500 a
+// non-JSON body gets, and moderate nesting still parses (here: a prompt that is no object -> 400).
+TEST_F(SimTest, RequestLimitsLikeComfyUI) {
+  const std::string deep = "{\"prompt\": " + std::string(500, '[') + std::string(500, ']') + "}";
+  Resp ok = post("/prompt", deep);
+  EXPECT_EQ(ok.status, 400u) << ok.body;
+  EXPECT_EQ(Json(ok.body).str("error.type"), "prompt_no_outputs");
+  const std::string too_deep = "{\"prompt\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
+  Resp bad = post("/prompt", too_deep);
+  EXPECT_EQ(bad.status, 500u);
+  EXPECT_EQ(bad.content_type, "text/plain; charset=utf-8");
+  std::string huge(104857600 + 1, ' ');
+  Resp big = post("/prompt", huge);
+  huge.clear();
+  huge.shrink_to_fit();
+  EXPECT_EQ(big.status, 413u);
+  EXPECT_NE(big.body.find("Maximum request body size 104857600 exceeded"), std::string::npos) << big.body;
+  EXPECT_EQ(get("/system_stats").status, 200u);  // still serving
+}
+
+// A ComfyUI restarted with a clean output directory: the previous output is gone (/view 404, and a
+// prompt naming it as "name [output]" is rejected like any missing LoadImage file); input/ stays.
+TEST_F(SimTest, RestartWithCleanOutputDir) {
+  std::string name = upload_astronaut();
+  WsClient *ws = connect_ws("clean");
+  std::string id = submit(chain_prompt(name, "clean", 48, 48));
+  ASSERT_TRUE(spin_until([&] { return ws->done(id); }));
+  const std::string out = Json(get("/history/" + id).body).str(id + ".outputs.4.images.0.filename");
+  ASSERT_EQ(get("/view?type=output&filename=" + out).status, 200u);
+  sim_->simulate_restart(true);
+  EXPECT_EQ(get("/view?type=output&filename=" + out).status, 404u);
+  EXPECT_EQ(get("/view?type=input&filename=" + name).status, 200u);
+  Resp r = post("/prompt", chain_prompt(out + " [output]", "clean", 48, 48));
+  EXPECT_EQ(r.status, 400u) << r.body;
+  EXPECT_EQ(Json(r.body).str("node_errors.1.errors.0.type"), "custom_validation_failed") << r.body;
+  // Also while stopped (a killed server restarted on a fresh directory).
+  sim_->stop();
+  sim_->clear_outputs();
+  std::string err;
+  ASSERT_TRUE(sim_->start(&err)) << err;
+  EXPECT_EQ(get("/system_stats").status, 200u);
+}
+
+// Faults.hang: TCP connections are accepted, nothing is answered (HTTP or websocket handshake) and
+// jobs stand still; clearing it answers what was held and the job finishes.
+TEST_F(SimTest, HangAcceptsButNeverAnswers) {
+  std::string name = upload_astronaut();
+  WsClient *ws = connect_ws("hung");
+  sim_->set_latency(100);
+  std::string id = submit(chain_prompt(name, "hung", 48, 48));
+  dw::sim::Faults f;
+  f.hang = true;
+  sim_->set_faults(f);
+  const size_t frames_at_hang = ws->frames.size();
+  // A raw TCP connect succeeds...
+  GSocketClient *tcp = g_socket_client_new();
+  GSocketConnection *c = g_socket_client_connect_to_host(tcp, "127.0.0.1", sim_->port(), nullptr, nullptr);
+  EXPECT_NE(c, nullptr) << "a hung server still accepts TCP";
+  if (c) g_object_unref(c);
+  g_object_unref(tcp);
+  // ...but a request is never answered while hanging.
+  SoupMessage *m = soup_message_new("GET", (base_ + "/history/" + id).c_str());
+  struct St {
+    bool done = false;
+    std::string body;
+  } st;
+  soup_session_send_and_read_async(
+      session_, m, G_PRIORITY_DEFAULT, nullptr,
+      [](GObject *src, GAsyncResult *res, gpointer p) {
+        auto *s = static_cast<St *>(p);
+        GBytes *b = soup_session_send_and_read_finish(SOUP_SESSION(src), res, nullptr);
+        if (b) {
+          s->body.assign(static_cast<const char *>(g_bytes_get_data(b, nullptr)), g_bytes_get_size(b));
+          g_bytes_unref(b);
+        }
+        s->done = true;
+      },
+      &st);
+  spin_for(600);
+  EXPECT_FALSE(st.done);
+  EXPECT_FALSE(ws->done(id));
+  EXPECT_EQ(ws->frames.size(), frames_at_hang) << "a hung server sends nothing";
+  sim_->set_faults({});
+  ASSERT_TRUE(spin_until([&] { return st.done; }));
+  EXPECT_EQ(soup_message_get_status(m), 200u);
+  g_object_unref(m);
+  ASSERT_TRUE(spin_until([&] { return ws->done(id); }));
 }

@@ -29,6 +29,7 @@ const char kUsage[] =
     "  --malformed-json       JSON responses are truncated\n"
     "  --ws-drop-on-job N     drop every websocket abruptly in the middle of job N\n"
     "  --silent-websocket     websockets receive nothing after the first status\n"
+    "  --hang                 accept TCP connections but answer nothing (a stopped server)\n"
     "  --view-delay-ms N      delay /view answers\n"
     "  --wrong-size WxH       output images have this size\n"
     "  --refuse-connections   start without accepting connections (useless alone; for completeness)\n"
@@ -124,6 +125,8 @@ int main(int argc, char **argv) {
       faults.ws_drop_on_job = static_cast<int>(n);
     } else if (a == "--silent-websocket") {
       faults.silent_websocket = true;
+    } else if (a == "--hang") {
+      faults.hang = true;
     } else if (a == "--view-delay-ms") {
       if ((rc = num(3600000, n))) return rc;
       faults.view_delay_ms = static_cast<uint32_t>(n);

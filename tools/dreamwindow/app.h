@@ -4,6 +4,14 @@
 // signalling websocket, a JSON status/control API and Prometheus metrics over libsoup 3, and (with no
 // --comfy-url) runs the ComfyUI simulator in-process.
 //
+// Files: app.cpp (lifecycle), pipeline.cpp (build, bus, supervised restart, pause), status.cpp
+// (status, metrics, history), http.cpp (routes, control, auth, signalling), protocol.cpp (the
+// GStreamer-free control and signalling parsers), json_writer.h (the one JSON writer).
+//
+// Supervision: an element error is logged, the viewers are dropped and the pipeline restarts after
+// a backoff (2 s doubling to 30 s, reset by the next keyframe); the HTTP server stays up. run()
+// returns non-zero only for configuration errors found at start.
+//
 // Threads: everything in App runs on the GMainContext that run() pushes as thread default (libsoup
 // objects, the bus watch, viewer bookkeeping). GStreamer streaming threads and webrtcbin's threads
 // only queue work onto that context.
@@ -15,6 +23,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "egress.h"
 
 namespace dw::sim {
 class Simulator;
@@ -34,7 +44,7 @@ struct Options {
   unsigned bitrate_kbps = 2000;
   std::string pipeline;          // gst-launch description replacing the built-in one
   // Source
-  std::string comfy_url;         // empty = embedded simulator
+  std::string comfy_url;         // empty = embedded simulator; several servers comma-separated
   std::string workflow;
   std::string prompt;
   std::string negative_prompt;
@@ -43,8 +53,11 @@ struct Options {
   int width = 512, height = 512;
   int num_keyframes = -1;        // -1 = endless; EOS (and exit) after this many
   uint32_t sim_latency_ms = 300;
+  // Egress (--publish, --hls, --srt): forces H.264 and the encoded tee also with --sink auto/fake
+  EgressConfig egress;
   // Processing
-  std::string vae_dir;           // empty = vaeinterp blend backend
+  std::string vae_dir;           // vaeinterp model-dir (backend auto); empty = `interpolator`
+  std::string interpolator;      // vaeinterp backend without --vae; empty = flow (blend without OpenCV)
   std::vector<std::string> skip; // optional elements not to use (cachetap, vaeinterp, flightbuffer)
   // Process
   bool handle_signals = false;   // SIGINT/SIGTERM -> clean shutdown (main.cpp sets it)

@@ -21,8 +21,10 @@ std::string split_trim(const char *s) { return s ? std::string(s) : std::string(
 int main(int argc, char **argv) {
   dw::app::Options o;
   gchar *listen = nullptr, *token = nullptr, *sink = nullptr, *codec = nullptr, *pipeline = nullptr,
-        *comfy_url = nullptr, *workflow = nullptr, *vae = nullptr, *prompt = nullptr, *negative = nullptr,
-        *skip = nullptr;
+        *workflow = nullptr, *vae = nullptr, *prompt = nullptr, *negative = nullptr,
+        *skip = nullptr, *interpolator = nullptr;
+  gchar **comfy_urls = nullptr, **publish = nullptr, **srt = nullptr;
+  gchar *hls = nullptr;
   gint port = o.port, max_viewers = static_cast<gint>(o.max_viewers), width = o.width, height = o.height,
        num_keyframes = o.num_keyframes, sim_latency = static_cast<gint>(o.sim_latency_ms),
        bitrate = static_cast<gint>(o.bitrate_kbps);
@@ -42,10 +44,13 @@ int main(int argc, char **argv) {
        "A gst-launch description to run instead of the built-in pipeline; viewers attach to a tee named webrtctee "
        "carrying encoded video",
        "DESC"},
-      {"comfy-url", 0, 0, G_OPTION_ARG_STRING, &comfy_url, "A real ComfyUI (default: the built-in simulator)", "URL"},
+      {"comfy-url", 0, 0, G_OPTION_ARG_STRING_ARRAY, &comfy_urls,
+       "A real ComfyUI (default: the built-in simulator); repeat for a pool of servers", "URL"},
       {"workflow", 0, 0, G_OPTION_ARG_FILENAME, &workflow, "API-format img2img workflow (default: built in)", "FILE"},
       {"vae", 0, 0, G_OPTION_ARG_FILENAME, &vae,
-       "Directory with *encoder*/*decoder* VAE weights for vaeinterp (default: blend, no model)", "DIR"},
+       "Directory with *encoder*/*decoder* VAE weights for vaeinterp (default: optical flow, no model)", "DIR"},
+      {"interpolator", 0, 0, G_OPTION_ARG_STRING, &interpolator,
+       "vaeinterp backend without --vae: flow (default; blend when built without OpenCV), blend, ...", "NAME"},
       {"prompt", 0, 0, G_OPTION_ARG_STRING, &prompt, "Initial prompt", "TEXT"},
       {"negative-prompt", 0, 0, G_OPTION_ARG_STRING, &negative, "Initial negative prompt", "TEXT"},
       {"denoise", 0, 0, G_OPTION_ARG_DOUBLE, &denoise, "img2img strength 0..1 (default: the element's)", "X"},
@@ -57,6 +62,11 @@ int main(int argc, char **argv) {
        "MS"},
       {"skip", 0, 0, G_OPTION_ARG_STRING, &skip, "Comma-separated optional elements not to use (cachetap,vaeinterp,"
        "flightbuffer)", "LIST"},
+      {"publish", 0, 0, G_OPTION_ARG_STRING_ARRAY, &publish,
+       "Also stream H.264 to this RTMP ingest (rtmp://host/app/key); repeatable", "URL"},
+      {"hls", 0, 0, G_OPTION_ARG_FILENAME, &hls, "Also write an HLS stream (playlist.m3u8 + segments) here", "DIR"},
+      {"srt", 0, 0, G_OPTION_ARG_STRING_ARRAY, &srt, "Also stream H.264 in MPEG-TS over SRT (srt://host:port); repeatable",
+       "URI"},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &quiet, "Print only errors", nullptr},
       {nullptr}};
   GOptionContext *ctx = g_option_context_new("- watch a ComfyUI dream in a browser");
@@ -102,7 +112,23 @@ int main(int argc, char **argv) {
   o.sink = split_trim(sink);
   if (codec) o.codec = codec;
   o.pipeline = split_trim(pipeline);
-  o.comfy_url = split_trim(comfy_url);
+  for (gchar **u = comfy_urls; u && *u; ++u)
+    if (**u) o.comfy_url += (o.comfy_url.empty() ? "" : ",") + std::string(*u);
+  g_strfreev(comfy_urls);
+  o.interpolator = split_trim(interpolator);
+  for (gchar **u = publish; u && *u; ++u) o.egress.rtmp_urls.push_back(*u);
+  for (gchar **u = srt; u && *u; ++u) o.egress.srt_uris.push_back(*u);
+  o.egress.hls_dir = split_trim(hls);
+  g_strfreev(publish);
+  g_strfreev(srt);
+  g_free(hls);
+  if (!o.egress.rtmp_urls.empty() || !o.egress.hls_dir.empty() || !o.egress.srt_uris.empty()) {
+    const std::string why = dw::app::validate_egress(o.egress);
+    if (!why.empty()) {
+      std::fprintf(stderr, "dreamwindow: %s\n", why.c_str());
+      return 2;
+    }
+  }
   o.workflow = split_trim(workflow);
   o.vae_dir = split_trim(vae);
   o.prompt = split_trim(prompt);
@@ -116,7 +142,7 @@ int main(int argc, char **argv) {
   if (!o.workflow.empty() && o.comfy_url.empty())
     std::fprintf(stderr, "dreamwindow: note: --workflow without --comfy-url runs it on the built-in simulator\n");
   o.handle_signals = true;
-  for (gchar *s : {listen, token, sink, codec, pipeline, comfy_url, workflow, vae, prompt, negative, skip}) g_free(s);
+  for (gchar *s : {listen, token, sink, codec, pipeline, workflow, vae, prompt, negative, skip, interpolator}) g_free(s);
 
   int rc;
   {

@@ -6,9 +6,7 @@
 #include <gst/video/video.h>
 #include <gst/webrtc/webrtc.h>
 #include <interfaces.h>
-#include <json-glib/json-glib.h>
-
-#include "json_util.h"
+#include "json_writer.h"
 
 GST_DEBUG_CATEGORY_EXTERN(dreamwindow_app_debug);
 #define GST_CAT_DEFAULT dreamwindow_app_debug
@@ -71,11 +69,13 @@ struct ViewerCallbacks {
   static void on_ice_candidate(GstElement *, guint mline, gchar *candidate, gpointer user) {
     auto v = static_cast<WeakViewer *>(user)->lock();
     if (!v) return;
-    JsonObj o;
-    o.set("type", "ice");
-    o.set("candidate", candidate ? candidate : "");
-    o.set("sdpMLineIndex", static_cast<gint64>(mline));
-    v->send(o.to_string());
+    JsonWriter w;
+    v->send(w.begin_object()
+                .set("type", "ice")
+                .set("candidate", candidate ? candidate : "")
+                .set("sdpMLineIndex", static_cast<int64_t>(mline))
+                .end_object()
+                .to_string());
   }
 
   static void on_offer_created(GstPromise *promise, gpointer user) {
@@ -93,12 +93,11 @@ struct ViewerCallbacks {
       return;
     }
     gchar *sdp = gst_sdp_message_as_text(offer->sdp);
-    JsonObj o;
-    o.set("type", "offer");
-    o.set("sdp", sdp);
+    JsonWriter w;
+    const std::string text = w.begin_object().set("type", "offer").set("sdp", sdp).end_object().to_string();
     g_free(sdp);
     // Queue the offer first so that every candidate follows it.
-    v->send(o.to_string());
+    v->send(text);
     g_signal_emit_by_name(v->webrtc_, "set-local-description", offer, nullptr);
     gst_webrtc_session_description_free(offer);
   }
@@ -264,33 +263,21 @@ void Viewer::on_negotiation_needed() {
   g_signal_emit_by_name(webrtc_, "create-offer", nullptr, promise);
 }
 
-void Viewer::on_message(const std::string &text) {
-  JsonParser *parser = json_parser_new();
-  if (!json_parser_load_from_data(parser, text.c_str(), static_cast<gssize>(text.size()), nullptr) ||
-      !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser))) {
-    g_object_unref(parser);
-    GST_WARNING("viewer %" G_GUINT64_FORMAT ": ignoring a message that is not a JSON object", id_);
-    return;
-  }
-  JsonObject *o = json_node_get_object(json_parser_get_root(parser));
-  const char *type = json_object_get_string_member_with_default(o, "type", "");
-  if (!webrtc_) {
-  } else if (g_strcmp0(type, "answer") == 0) {
-    const char *sdp_text = json_object_get_string_member_with_default(o, "sdp", "");
+void Viewer::on_signal(const SignalMessage &m) {
+  if (!webrtc_) return;
+  if (m.type == SignalMessage::Type::Answer) {
     GstSDPMessage *sdp = nullptr;
-    if (gst_sdp_message_new_from_text(sdp_text, &sdp) == GST_SDP_OK) {
+    if (gst_sdp_message_new_from_text(m.sdp.c_str(), &sdp) == GST_SDP_OK) {
       GstWebRTCSessionDescription *answer = gst_webrtc_session_description_new(GST_WEBRTC_SDP_TYPE_ANSWER, sdp);
       g_signal_emit_by_name(webrtc_, "set-remote-description", answer, nullptr);
       gst_webrtc_session_description_free(answer);
     } else {
-      GST_WARNING("viewer %" G_GUINT64_FORMAT ": unparsable answer", id_);
+      if (sdp) gst_sdp_message_free(sdp);
+      GST_WARNING("viewer %" G_GUINT64_FORMAT ": unparsable SDP answer", id_);
     }
-  } else if (g_strcmp0(type, "ice") == 0) {
-    const char *cand = json_object_get_string_member_with_default(o, "candidate", "");
-    gint64 mline = json_object_get_int_member_with_default(o, "sdpMLineIndex", 0);
-    if (cand && *cand) g_signal_emit_by_name(webrtc_, "add-ice-candidate", static_cast<guint>(mline), cand);
+  } else if (!m.candidate.empty()) {
+    g_signal_emit_by_name(webrtc_, "add-ice-candidate", m.mline, m.candidate.c_str());
   }
-  g_object_unref(parser);
 }
 
 void Viewer::detach(std::function<void()> done) {

@@ -13,6 +13,8 @@
 #include <mutex>
 #include <string>
 
+#include "protocol.h"
+
 namespace dw::app {
 
 class Viewer : public std::enable_shared_from_this<Viewer> {
@@ -24,8 +26,8 @@ class Viewer : public std::enable_shared_from_this<Viewer> {
   // Adds and links the branch (elements PLAYING before the tee pad is linked), asks the encoder for a
   // keyframe. False and *error on failure (nothing left behind).
   bool attach(GstElement *pipeline, GstElement *tee, const std::string &codec, std::string *error);
-  // A text message from the browser: {type:"answer",sdp} or {type:"ice",candidate,sdpMLineIndex}.
-  void on_message(const std::string &text);
+  // A signalling message from the browser, already parsed and validated (protocol.h).
+  void on_signal(const SignalMessage &message);
   // Queues a JSON text for the browser (any thread); it is sent from `context`, in order.
   void send(std::string text);
   // Unlinks the branch when its tee pad is idle, then releases the pad, sets the elements to NULL and

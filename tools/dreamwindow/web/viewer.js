@@ -107,20 +107,36 @@ function connect() {
   ws.onerror = () => { /* onclose follows */ };
 }
 
+// What a viewer sees: every presented frame (requestVideoFrameCallback) as [epoch ms of its expected
+// display time, media time, presentedFrames], for gap measurements (tests/e2e, bench/viewer_gaps).
+// Bounded: the last ~10 minutes at 30 fps.
+dw.presented = [];
+dw.frameGaps = (sinceEpochMs = 0) => {
+  const p = dw.presented.filter((f) => f[0] >= sinceEpochMs);
+  const gaps = [];
+  for (let i = 1; i < p.length; i++) gaps.push({ at: p[i][0], ms: p[i][0] - p[i - 1][0], skipped: p[i][2] - p[i - 1][2] - 1 });
+  return gaps;
+};
 function countFrames() {
   if (!('requestVideoFrameCallback' in HTMLVideoElement.prototype)) return;
-  const cb = () => { dw.frames++; video.requestVideoFrameCallback(cb); };
+  const cb = (now, meta) => {
+    dw.frames++;
+    dw.presented.push([performance.timeOrigin + (meta.expectedDisplayTime || now), meta.mediaTime, meta.presentedFrames]);
+    if (dw.presented.length > 20000) dw.presented.splice(0, 2000);
+    video.requestVideoFrameCallback(cb);
+  };
   video.requestVideoFrameCallback(cb);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* HUD                                                                                              */
 
-const hist = { t: [], fill: [], fps: [], kfps: [] };
+const hist = { t: [], fill: [], fps: [], cfps: [], kfps: [] };
 
-function pushSample(t, fill, fps, kfps) {
-  hist.t.push(t); hist.fill.push(fill); hist.fps.push(fps); hist.kfps.push(kfps);
-  while (hist.t.length && t - hist.t[0] > HISTORY_S) { hist.t.shift(); hist.fill.shift(); hist.fps.shift(); hist.kfps.shift(); }
+// cfps: distinct frames per second (content rate; a repeated frame is not new), beside the output rate.
+function pushSample(t, fill, fps, kfps, cfps) {
+  hist.t.push(t); hist.fill.push(fill); hist.fps.push(fps); hist.kfps.push(kfps); hist.cfps.push(cfps);
+  while (hist.t.length && t - hist.t[0] > HISTORY_S) { for (const k of Object.keys(hist)) hist[k].shift(); }
 }
 
 function draw() {
@@ -133,9 +149,10 @@ function draw() {
   if (hist.t.length < 2) return;
   const t1 = hist.t[hist.t.length - 1], t0 = t1 - HISTORY_S;
   const max = (a) => Math.max(1, ...a.filter((v) => v != null));
-  const series = [[hist.fill, max(hist.fill), getComputedStyle(document.body).getPropertyValue('--fill')],
-    [hist.fps, max(hist.fps.concat(hist.kfps)), getComputedStyle(document.body).getPropertyValue('--fps')],
-    [hist.kfps, max(hist.fps.concat(hist.kfps)), getComputedStyle(document.body).getPropertyValue('--kfps')]];
+  const css = (v) => getComputedStyle(document.body).getPropertyValue(v);
+  const rates = max(hist.fps.concat(hist.kfps, hist.cfps));
+  const series = [[hist.fill, max(hist.fill), css('--fill')], [hist.fps, rates, css('--fps')],
+    [hist.cfps, rates, css('--cfps')], [hist.kfps, rates, css('--kfps')]];
   for (const [data, top, color] of series) {
     g.strokeStyle = color.trim() || '#fff'; g.lineWidth = 1.5; g.beginPath();
     let started = false;
@@ -149,7 +166,7 @@ function draw() {
   }
   g.fillStyle = '#888'; g.font = '10px system-ui';
   g.fillText(`fill ≤ ${max(hist.fill).toFixed(1)} s`, pad, 11);
-  g.fillText(`fps ≤ ${max(hist.fps.concat(hist.kfps)).toFixed(1)}`, w - pad - 60, 11);
+  g.fillText(`fps ≤ ${rates.toFixed(1)}`, w - pad - 60, 11);
   g.fillText('-5 min', pad, h - 4); g.fillText('now', w - pad - 18, h - 4);
 }
 
@@ -159,7 +176,7 @@ async function loadHistory() {
   try {
     const r = await fetch('/api/history', { cache: 'no-store' });
     const h = await r.json();
-    h.t.forEach((t, i) => pushSample(t, h.fill_s[i], h.output_fps[i], h.keyframe_fps[i]));
+    h.t.forEach((t, i) => pushSample(t, h.fill_s[i], h.output_fps[i], h.keyframe_fps[i], (h.content_fps || [])[i]));
   } catch (e) { /* the server is not up yet */ }
 }
 
@@ -187,8 +204,9 @@ async function poll() {
     const r = await fetch('/api/status', { cache: 'no-store' });
     const s = await r.json();
     dw.lastStatus = s;
-    pushSample(s.uptime_s, s.buffer.fill_s, s.output_fps, s.keyframe_fps);
+    pushSample(s.uptime_s, s.buffer.fill_s, s.output_fps, s.keyframe_fps, s.content_fps);
     document.getElementById('f-fps').textContent = fmt(s.output_fps, 'fps');
+    document.getElementById('f-cfps').textContent = fmt(s.content_fps, 'fps distinct');
     document.getElementById('f-kfps').textContent = fmt(s.keyframe_fps, '/s', 2);
     document.getElementById('f-gen').textContent = `${fmt(s.generation_time.last_ms, 'ms', 0)} (mean ${fmt(s.generation_time.mean_ms, 'ms', 0)})`;
     document.getElementById('f-interp').textContent = s.health.vaeinterp === 'absent' ? 'off' : fmt(s.interpolation_fps, 'fps');
