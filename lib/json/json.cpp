@@ -117,7 +117,11 @@ NodePtr parse(std::string_view text, const char *what, const Limits &limits) {
   GError *err = nullptr;
   if (!json_parser_load_from_data(parser.get(), text.data(), static_cast<gssize>(text.size()), &err)) {
     // json-glib says "<data>:LINE:COL: Parse error: ..."; keep LINE:COL and the message.
-    std::string msg = err ? err->message : "unknown parse error";
+    // json-glib quotes the offending token cut at a byte count, which can split a UTF-8 sequence:
+    // the message travels on (HTTP replies, GStreamer errors), so it must be valid text itself.
+    gchar *valid = g_utf8_make_valid(err ? err->message : "unknown parse error", -1);
+    std::string msg = valid;
+    g_free(valid);
     if (msg.rfind("<data>:", 0) == 0) msg = msg.substr(7);
     g_clear_error(&err);
     throw Error(name + ": invalid JSON: " + msg);

@@ -27,8 +27,11 @@ const char *playout_state_name(PlayoutState s) {
 }
 
 bool FrameKey::same_picture(const FrameKey &o) const {
-  if (identity != 0 && identity == o.identity) return true;
-  return has_meta && o.has_meta && kind == o.kind && index == o.index && position == o.position;
+  // The frame meta names the picture exactly. A memory address does not: once the previous frame is
+  // freed downstream, the allocator may hand the same address to the next one, so identity decides
+  // only for frames without meta (the element keeps its last output alive for those).
+  if (has_meta && o.has_meta) return kind == o.kind && index == o.index && position == o.position;
+  return identity != 0 && identity == o.identity;
 }
 
 Playout::Playout(PlayoutParams params) : params_(params), controller_(params.controller) {

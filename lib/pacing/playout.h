@@ -41,9 +41,10 @@ enum class PlayoutState {
 };
 const char *playout_state_name(PlayoutState s);
 
-/* What makes two frames the same picture. A frame is a repeat of the previous output when it has
- * the same identity (the same memory: the same buffer pushed again or a shallow copy of it) or when
- * both carry DwFrameMeta and (kind, keyframe index, position) are equal (upstream duplicated it). */
+/* What makes two frames the same picture. When both carry DwFrameMeta, (kind, keyframe index,
+ * position) decide (a hold repeat, a buffer pushed twice or a copy of it are equal; a new in-between
+ * never is). Without meta, the same identity (the same memory: the buffer pushed again or a shallow
+ * copy) makes a repeat; the element keeps the last output alive so its address cannot be reused. */
 struct FrameKey {
   uint64_t identity = 0;  // 0 = unknown
   bool has_meta = false;

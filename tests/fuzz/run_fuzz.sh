@@ -28,6 +28,7 @@ esac
 $CXX -std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer \
   -I"$L" "$here/fuzz_$target.cpp" $srcs $(pkg-config --cflags --libs $pkgs) -o "$out/fuzz_$target"
 cd "$out"
-set -- -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
+# libFuzzer exits 77 on a crash by default, which meson reads as "skipped": make a crash a failure.
+set -- -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -error_exitcode=1
 [ -n "$dict" ] && set -- -dict="$dict" "$@"
 exec "./fuzz_$target" "$@"

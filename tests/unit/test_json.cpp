@@ -154,3 +154,17 @@ TEST(Json, CheckText) {
   EXPECT_EQ(dw::json::check_text("12345", 5), "");
   EXPECT_NE(dw::json::check_text("123456", 5).find("longer than 5 bytes"), std::string::npos);
 }
+
+// Found by fuzz/control: json-glib quotes the unexpected token cut at a byte count, splitting a
+// UTF-8 sequence; the error message goes into HTTP replies and must be valid text.
+TEST(Json, ParseErrorMessageIsValidText) {
+  const std::string input = "0\"`00\\u00d400\\u0CCC&CCCCCCC1a\\\"`00\\u00d400\\u0CC00\\u00d400\\u0CCCCCCCCCC"
+                            "[u\"sdpMLineIndex\"d400`00\\u00d400\\u0CCCu00dC#400\\u0CCC";
+  try {
+    dw::json::parse(input, "control request");
+    FAIL() << "not JSON, must be refused";
+  } catch (const dw::json::Error &e) {
+    EXPECT_EQ(dw::json::check_text(e.what()), "") << e.what();
+    EXPECT_NE(std::string(e.what()).find("invalid JSON"), std::string::npos);
+  }
+}

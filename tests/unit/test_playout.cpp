@@ -336,3 +336,18 @@ TEST(FrameKey, SamePicture) {
   FrameKey unknown;
   EXPECT_FALSE(unknown.same_picture(FrameKey()));
 }
+
+// A freed frame's memory address is handed to the next frame by the allocator: with meta on both,
+// the meta decides, so a new in-between at a reused address is still a new picture.
+TEST(FrameKey, ReusedAddressWithNewMetaIsANewPicture) {
+  FrameKey prev, next;
+  prev.identity = next.identity = 0x7f00dead0000;
+  prev.has_meta = next.has_meta = true;
+  prev.kind = next.kind = 1;
+  prev.index = next.index = 4;
+  prev.position = 0.25;
+  next.position = 0.375;
+  EXPECT_FALSE(next.same_picture(prev));
+  next.position = 0.25;  // the same in-between again (a copy, a hold repeat)
+  EXPECT_TRUE(next.same_picture(prev));
+}
