@@ -1,7 +1,7 @@
 // CPU cost per WebRTC viewer of the dreamwindow app: the app on its built-in simulator, 0, 1, 2 and
 // 4 headless Chromium viewers, the app's own CPU time (utime + stime from /proc) over a fixed window
 // for each count, side by side in one run. Prints a table; no assertions (a benchmark).
-//   node bench/viewer_cost.mjs build/tools/dreamwindow/dreamwindow [window-seconds]
+//   node bench/viewer_cost.mjs build/tools/dreamwindow/dreamwindow [window-seconds] [size]
 // Needs /usr/bin/chromium and `npm ci --prefix tests/e2e` (playwright-core).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 
 const appPath = process.argv[2];
 const windowS = Number(process.argv[3] || 15);
+const size = String(process.argv[4] || 512);
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const require = createRequire(path.resolve('tests/e2e/package.json'));
 let chromium;
@@ -24,7 +25,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const hz = 100;  // USER_HZ on Linux
 const cpuTicks = (pid) => { const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' '); return Number(f[11]) + Number(f[12]); };
 
-const app = spawn(appPath, ['--port', '0', '--max-viewers', '4', '--sim-latency-ms', '300', '--quiet'],
+const app = spawn(appPath, ['--port', '0', '--max-viewers', '4', '--sim-latency-ms', '300', '--width', size, '--height', size],
   { stdio: ['ignore', 'pipe', 'pipe'] });
 let out = '';
 app.stdout.on('data', (d) => { out += d; });
@@ -56,7 +57,7 @@ async function measure() {
   return { cpu: (b - a) / hz / secs * 100, viewers: (s1.viewers && s1.viewers.length) ?? s1.viewer_count ?? '?', s0, s1 };
 }
 
-console.log(`CPU of the app process (percent of one core) over ${windowS} s per row; 2-core machine, 512x512, sim 300 ms`);
+console.log(`CPU of the app process (percent of one core) over ${windowS} s per row; 2-core machine, ${size}x${size}, sim 300 ms (the browsers run on the same 2 cores)`);
 console.log('viewers | app CPU % | delta vs 0 viewers | per viewer');
 let baseCpu = null;
 for (const n of [0, 1, 2, 4]) {
