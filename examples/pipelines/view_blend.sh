@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The chain without a VAE (vaeinterp's blend backend: a pixel crossfade) to a window.
+# The chain without a VAE to a window: vaeinterp backend=$BACKEND (default blend, a pixel crossfade;
+# view_flow.sh runs it with flow).
 #   examples/pipelines/view_blend.sh [builddir] [comfy-url]
 set -euo pipefail
 . "$(dirname "$0")/need_window_sink.sh"
@@ -14,5 +15,5 @@ if [ -z "$URL" ]; then
   for _ in $(seq 100); do URL=$(grep -o 'http://[0-9.:]*' "$SIM_LOG" || true); [ -n "$URL" ] && break; sleep 0.1; done
 fi
 gst-launch-1.0 -e comfykeyframesrc server="$URL" \
-  ! cachetap ! vaeinterp backend=blend frames=-1 target-fps=25/1 ! flightbuffer \
+  ! cachetap ! vaeinterp backend="${BACKEND:-blend}" frames=-1 target-fps=25/1 ! flightbuffer \
   ! videoconvert ! autovideosink

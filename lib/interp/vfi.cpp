@@ -64,20 +64,10 @@ const char *precision_label(at::ScalarType t) {
   return t == at::kHalf ? "fp16" : t == at::kBFloat16 ? "bf16" : "fp32";
 }
 
-// Runs fn converting every library error into Error("<what>: <message>").
+// Library errors become dw::interp::Error("<what>: <message>") (the shared latent helper).
 template <typename Fn>
 auto guarded(const std::string &what, Fn &&fn) -> decltype(fn()) {
-  try {
-    // The OpenMP thread count is per calling thread (an element's worker is not the loader).
-    at::init_num_threads();
-    return fn();
-  } catch (const Error &) {
-    throw;
-  } catch (const c10::Error &e) {
-    throw Error(what + ": " + e.what_without_backtrace());
-  } catch (const std::exception &e) {
-    throw Error(what + ": " + e.what());
-  }
+  return dw::latent::detail::guarded<Error>(what, std::forward<Fn>(fn));
 }
 
 }  // namespace

@@ -12,20 +12,21 @@
 
 namespace dw::latent::detail {
 
-// Runs fn converting c10::Error / std::exception into Error("<what>: <message>").
-template <typename Fn>
+// Runs fn converting c10::Error / std::exception into E("<what>: <message>") (E: the calling
+// module's error type, dw::latent::Error by default; lib/interp uses its own).
+template <typename E = Error, typename Fn>
 auto guarded(const std::string &what, Fn &&fn) -> decltype(fn()) {
   try {
     // With the OpenMP backend the thread count is per calling thread: a codec created on one thread
     // and used from another (an element's worker) would otherwise run its kernels single-threaded.
     at::init_num_threads();
     return fn();
-  } catch (const Error &) {
+  } catch (const E &) {
     throw;
   } catch (const c10::Error &e) {
-    throw Error(what + ": " + e.what_without_backtrace());
+    throw E(what + ": " + e.what_without_backtrace());
   } catch (const std::exception &e) {
-    throw Error(what + ": " + e.what());
+    throw E(what + ": " + e.what());
   }
 }
 
