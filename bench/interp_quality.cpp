@@ -12,10 +12,11 @@
 // change between consecutive in-betweens. Then ms per in-between (set_pair included, amortised over
 // the pair) at 256x256 and 512x512 on the pan.
 //
-// Backends: blend (pixel crossfade, the reference), flow at each preset (2 OpenCV threads), taesd
-// with residual carry warped along the pair's flow (the default in OpenCV builds), in place, and
-// without residual carry (TAEF2 weights from ../shared/models, LibTorch builds), and vfi
-// when a model is given (--vfi model.pt, LibTorch builds).
+// Backends: blend (pixel crossfade, the reference), flow at each preset (2 OpenCV threads); taesd
+// (TAEF2 weights from ../shared/models, LibTorch builds) motion-compensated (the latent morph made
+// in each keyframe's geometry and warped along the flow, residual carry in it: the default in
+// OpenCV builds), the plain latent slerp with residual carry warped along the flow, in place, and
+// without residual carry; and vfi when a model is given (--vfi model.pt, LibTorch builds).
 //
 // Usage: interp_quality [--vfi MODEL.pt] [--threads N] [--quick] [--only NAME]
 //   --quick: skip the 512x512 timing; --only: backends whose name contains NAME
@@ -286,11 +287,12 @@ int main(int argc, char **argv) {
     bool reference;
   };
   std::vector<Backend> backends;
-  auto latent = [&](dw::latent::CodecConfig cfg, bool carry, bool warped = false) -> Factory {
-    return [cfg, carry, warped]() {
+  auto latent = [&](dw::latent::CodecConfig cfg, bool carry, bool warped = false, bool moved = false) -> Factory {
+    return [cfg, carry, warped, moved]() {
       dw::interp::LatentPairConfig lc;
       lc.residual_carry = carry;
       lc.motion_compensated_residuals = warped;
+      lc.motion_compensated_latents = moved;
       lc.batch_size = 4;
       return std::unique_ptr<dw::interp::PairInterpolator>(
           new dw::interp::LatentPairInterpolator(dw::latent::ModelRegistry::acquire(cfg), lc));
@@ -322,8 +324,10 @@ int main(int argc, char **argv) {
     cfg.encoder_path = enc;
     cfg.decoder_path = dec;
     cfg.threads = threads;
-    if (dw::interp::flow_available())
+    if (dw::interp::flow_available()) {
+      backends.push_back({"taesd TAEF2 motion-compensated", latent(cfg, true, true, true), false});
       backends.push_back({"taesd TAEF2 + carry, warped", latent(cfg, true, true), false});
+    }
     backends.push_back({"taesd TAEF2 + carry, in place", latent(cfg, true, false), false});
     backends.push_back({"taesd TAEF2, no residual carry", latent(cfg, false), false});
   }

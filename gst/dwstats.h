@@ -146,6 +146,8 @@
 #define DW_STATS_VAEINTERP_TRANSITIONS "transitions"               /* guint64: pairs planned as a short transition */
 #define DW_STATS_VAEINTERP_VFI_MODEL_CALLS "vfi-model-calls"       /* guint64, backend=vfi */
 #define DW_STATS_VAEINTERP_VFI_PEAK_LIVE "vfi-peak-live-intermediates" /* guint64, backend=vfi */
+#define DW_STATS_VAEINTERP_MOTION_PAIRS "motion-compensated-pairs" /* guint64, latent backends: morphed in each keyframe's geometry and warped */
+#define DW_STATS_VAEINTERP_MORPH_PAIRS "morph-pairs"               /* guint64, latent backends: flow did not explain the change, slerped in place */
 
 /* Element message posted per interpolated pair. */
 #define DW_MSG_INTERP_NAME "dreamwindow-interp"

@@ -86,6 +86,7 @@ GST_DEBUG_CATEGORY_STATIC(vaeinterp_dataflow_debug);
 #define DEFAULT_MAX_ERRORS 0
 #define DEFAULT_POST_MESSAGES TRUE
 #define DEFAULT_RESIDUAL_CARRY TRUE
+#define DEFAULT_MOTION_COMPENSATION TRUE
 #define DEFAULT_FLOW_PRESET GST_VAE_INTERP_FLOW_PRESET_FAST
 #define DEFAULT_VFI_MODEL nullptr
 #define DEFAULT_MAX_GAP_TRANSITION (500 * GST_MSECOND)
@@ -108,6 +109,7 @@ enum {
   PROP_MAX_ERRORS,
   PROP_POST_MESSAGES,
   PROP_RESIDUAL_CARRY,
+  PROP_MOTION_COMPENSATION,
   PROP_FLOW_PRESET,
   PROP_VFI_MODEL,
   PROP_MAX_GAP_TRANSITION,
@@ -189,6 +191,7 @@ struct Settings {
   gint max_errors = DEFAULT_MAX_ERRORS;
   gboolean post_messages = DEFAULT_POST_MESSAGES;
   gboolean residual_carry = DEFAULT_RESIDUAL_CARRY;
+  gboolean motion_compensation = DEFAULT_MOTION_COMPENSATION;
   GstVaeInterpFlowPreset flow_preset = DEFAULT_FLOW_PRESET;
   std::string vfi_model;
   guint64 max_gap_transition = DEFAULT_MAX_GAP_TRANSITION;
@@ -223,6 +226,8 @@ struct Stats {
   gint64 backpressure_us = 0;            // time chain() waited for room
   guint64 vfi_model_calls = 0;
   guint64 vfi_peak_live = 0;
+  guint64 motion_pairs = 0;
+  guint64 morph_pairs = 0;
 };
 
 /* The keyframe held by the worker until the next one arrives (the one owner of its buffer). */
@@ -401,6 +406,8 @@ static GstStructure *build_stats(GstVaeInterp *self) {
       DW_STATS_VAEINTERP_LOCK_WAIT_MS_MAX, G_TYPE_DOUBLE, ls.max_wait_us / 1000.0,
       DW_STATS_VAEINTERP_VFI_MODEL_CALLS, G_TYPE_UINT64, st.vfi_model_calls,
       DW_STATS_VAEINTERP_VFI_PEAK_LIVE, G_TYPE_UINT64, st.vfi_peak_live,
+      DW_STATS_VAEINTERP_MOTION_PAIRS, G_TYPE_UINT64, st.motion_pairs,
+      DW_STATS_VAEINTERP_MORPH_PAIRS, G_TYPE_UINT64, st.morph_pairs,
       DW_STATS_VAEINTERP_BACKEND, G_TYPE_STRING, backend.c_str(),
       nullptr);
 }
@@ -628,6 +635,11 @@ static void finish_pair(GstVaeInterp *self, const Settings &s, const dw::interp:
     st.vfi_peak_live = vs.peak_live_intermediates;
   }
 #endif
+  if (priv->latent_pair) {
+    const dw::interp::LatentPairStats ls = priv->latent_pair->stats();
+    st.motion_pairs = ls.aligned_pairs;
+    st.morph_pairs = ls.morph_pairs;
+  }
   const guint depth = priv->pending;
   const std::string backend = priv->backend_description;
   g_mutex_unlock(&priv->lock);
@@ -649,7 +661,10 @@ static void finish_pair(GstVaeInterp *self, const Settings &s, const dw::interp:
 /* Hands pair (a, b) to the interpolator (flow computed / keyframes encoded). */
 static GstFlowReturn setup_pair(GstVaeInterp *self, const Settings &s, const Held &a, const Held &b, PairTiming *tm) {
   GstVaeInterpPrivate *priv = self->priv;
-  if (priv->latent_pair) priv->latent_pair->set_residual_carry(s.residual_carry);
+  if (priv->latent_pair) {
+    priv->latent_pair->set_residual_carry(s.residual_carry);
+    priv->latent_pair->set_motion_compensated_latents(s.motion_compensation);
+  }
   const gint64 t0 = g_get_monotonic_time();
   try {
     priv->interp->set_pair(a.rgb, b.rgb);
@@ -1163,6 +1178,7 @@ static dw::interp::BackendSettings backend_settings(const Settings &s) {
   b.threads = static_cast<int>(std::min<guint>(s.threads, 1024));
   b.batch_size = static_cast<int>(std::clamp(s.batch_size, 1u, 64u));
   b.residual_carry = s.residual_carry;
+  b.motion_compensation = s.motion_compensation;
   b.max_gpu_memory_mb = s.max_gpu_memory;
   b.release_interval = static_cast<int>(std::min<guint>(s.release_interval, G_MAXINT));
   b.flow_preset = s.flow_preset == GST_VAE_INTERP_FLOW_PRESET_ULTRAFAST ? dw::interp::FlowPreset::Ultrafast
@@ -1277,6 +1293,7 @@ static void gst_vae_interp_set_property(GObject *object, guint prop_id, const GV
     case PROP_MAX_ERRORS: s.max_errors = g_value_get_int(value); break;
     case PROP_POST_MESSAGES: s.post_messages = g_value_get_boolean(value); break;
     case PROP_RESIDUAL_CARRY: s.residual_carry = g_value_get_boolean(value); break;
+    case PROP_MOTION_COMPENSATION: s.motion_compensation = g_value_get_boolean(value); break;
     case PROP_FLOW_PRESET: s.flow_preset = static_cast<GstVaeInterpFlowPreset>(g_value_get_enum(value)); break;
     case PROP_VFI_MODEL: s.vfi_model = str(value); break;
     case PROP_MAX_GAP_TRANSITION: s.max_gap_transition = g_value_get_uint64(value); break;
@@ -1318,6 +1335,7 @@ static void gst_vae_interp_get_property(GObject *object, guint prop_id, GValue *
     case PROP_MAX_ERRORS: g_value_set_int(value, s.max_errors); break;
     case PROP_POST_MESSAGES: g_value_set_boolean(value, s.post_messages); break;
     case PROP_RESIDUAL_CARRY: g_value_set_boolean(value, s.residual_carry); break;
+    case PROP_MOTION_COMPENSATION: g_value_set_boolean(value, s.motion_compensation); break;
     case PROP_FLOW_PRESET: g_value_set_enum(value, s.flow_preset); break;
     case PROP_VFI_MODEL: g_value_set_string(value, opt(s.vfi_model)); break;
     case PROP_MAX_GAP_TRANSITION: g_value_set_uint64(value, s.max_gap_transition); break;
@@ -1486,6 +1504,19 @@ static void install_backend_properties(GObjectClass *gobject_class) {
                            "decoded in-between so it matches the keyframes' sharpness (one extra decode per "
                            "keyframe); ignored by flow and vfi",
                            DEFAULT_RESIDUAL_CARRY, rw_playing));
+  /**
+   * GstVaeInterp:motion-compensation:
+   * Latent backends in OpenCV builds: make the latent morph in each keyframe's geometry and move it
+   * along the pair's optical flow, so in-betweens of camera motion move instead of crossfading two
+   * poses (no pop on zoom/rotate). Pairs whose flow does not explain the change stay a plain morph.
+   */
+  g_object_class_install_property(gobject_class, PROP_MOTION_COMPENSATION,
+      g_param_spec_boolean("motion-compensation", "Motion compensation",
+                           "Latent backends (taesd, torchscript), OpenCV builds: morph each keyframe towards the "
+                           "other aligned along the pair's optical flow, then warp the morphs to t (two extra "
+                           "encodes per pair, two decodes per in-between); pairs the flow does not explain stay "
+                           "a plain latent morph; takes effect at the next pair; ignored by flow, vfi and blend",
+                           DEFAULT_MOTION_COMPENSATION, rw_playing));
 }
 
 

@@ -102,6 +102,7 @@ Backend create_backend(const BackendSettings &s, BackendKind resolved) {
   b.codec = latent::ModelRegistry::acquire(config);
   LatentPairConfig lc;
   lc.residual_carry = s.residual_carry;
+  lc.motion_compensated_latents = s.motion_compensation;
   lc.batch_size = batch;
   auto lp = std::make_unique<LatentPairInterpolator>(b.codec, lc);
   b.latent = lp.get();

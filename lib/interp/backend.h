@@ -30,6 +30,7 @@ struct BackendSettings {
   int threads = 0;     // model intra-op threads / OpenCV threads (0: cores / 2 for flow)
   int batch_size = 4;  // 1..64
   bool residual_carry = true;
+  bool motion_compensation = true;  // latent backends: LatentPairConfig::motion_compensated_latents
   FlowPreset flow_preset = FlowPreset::Fast;
   int64_t max_gpu_memory_mb = 0;  // latent backends on CUDA: cap (0 = none), see latent::CodecConfig
   int release_interval = 0;       // latent backends on CUDA: frames between cache trims (0 = over the cap only)

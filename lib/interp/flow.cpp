@@ -24,6 +24,12 @@ const char *flow_preset_name(FlowPreset preset) {
   return "?";
 }
 
+bool MotionField::fits(int w, int h) const {
+  if (w <= 0 || h <= 0 || width != w || height != h) return false;
+  const size_t n = static_cast<size_t>(w) * h;
+  return from_a.size() == 2 * n && from_b.size() == 2 * n && weight_a.size() == n;
+}
+
 #ifdef DW_HAVE_OPENCV
 
 namespace {
@@ -270,46 +276,123 @@ class FlowInterpolator final : public PairInterpolator, public PairWarper {
 
   Image frame(double t) {
     const Warp w = prepare(t);
+    return blend_warped(a_, b_, w.map_a, w.map_b, w.ka);
+  }
+
+  // ia, ib (RGB, A's and B's geometry) backward-warped along the maps (bicubic: the keyframes'
+  // detail is what a linear warp would soften) and blended, A weighted by ka.
+  Image blend_warped(const cv::Mat &ia, const cv::Mat &ib, const cv::Mat &map_a, const cv::Mat &map_b,
+                     const cv::Mat &ka) const {
     cv::Mat wa, wb;
-    cv::remap(a_, wa, w.map_a, cv::noArray(), cv::INTER_CUBIC, cv::BORDER_REPLICATE);
-    cv::remap(b_, wb, w.map_b, cv::noArray(), cv::INTER_CUBIC, cv::BORDER_REPLICATE);
+    cv::remap(ia, wa, map_a, cv::noArray(), cv::INTER_CUBIC, cv::BORDER_REPLICATE);
+    cv::remap(ib, wb, map_b, cv::noArray(), cv::INTER_CUBIC, cv::BORDER_REPLICATE);
     Image out(w_, h_, 3);
     cv::parallel_for_(cv::Range(0, h_), [&](const cv::Range &r) {
       for (int y = r.start; y < r.end; ++y) {
         const uint8_t *pa = wa.ptr<uint8_t>(y);
         const uint8_t *pb = wb.ptr<uint8_t>(y);
-        const float *k = w.ka.ptr<float>(y);
+        const float *k = ka.ptr<float>(y);
         uint8_t *dst = out.row(y);
         for (int x = 0; x < w_; ++x) {
-          const float ka = k[x], kb = 1.0f - ka;
+          const float wa_ = k[x], wb_ = 1.0f - wa_;
           for (int ch = 0; ch < 3; ++ch)
-            dst[3 * x + ch] = cv::saturate_cast<uint8_t>(ka * pa[3 * x + ch] + kb * pb[3 * x + ch]);
+            dst[3 * x + ch] = cv::saturate_cast<uint8_t>(wa_ * pa[3 * x + ch] + wb_ * pb[3 * x + ch]);
         }
       }
     });
     return out;
   }
 
+  // `from` sampled along `flow` (a full-size flow of the other keyframe's pixels into `from`), with
+  // `own` kept where `occ` (the other keyframe's occlusion) says nothing in `from` matches.
+  Image align(const cv::Mat &from, const cv::Mat &own, const cv::Mat &flow, const cv::Mat &occ) const {
+    if (from.empty()) throw Error("flow: aligned image before set_pair()");
+    cv::Mat map(h_, w_, CV_32FC2);
+    for (int y = 0; y < h_; ++y) {
+      const auto *f = flow.ptr<cv::Vec2f>(y);
+      auto *m = map.ptr<cv::Vec2f>(y);
+      for (int x = 0; x < w_; ++x) m[x] = cv::Vec2f(x + f[x][0], y + f[x][1]);
+    }
+    cv::Mat moved;
+    cv::remap(from, moved, map, cv::noArray(), cv::INTER_CUBIC, cv::BORDER_REPLICATE);
+    Image out(w_, h_, 3);
+    for (int y = 0; y < h_; ++y) {
+      const uint8_t *pm = moved.ptr<uint8_t>(y), *po = own.ptr<uint8_t>(y);
+      const float *o = occ.empty() ? nullptr : occ.ptr<float>(y);
+      uint8_t *dst = out.row(y);
+      for (int x = 0; x < w_; ++x) {
+        const float u = o ? o[x] : 0.0f;
+        for (int ch = 0; ch < 3; ++ch)
+          dst[3 * x + ch] = cv::saturate_cast<uint8_t>((1.0f - u) * pm[3 * x + ch] + u * po[3 * x + ch]);
+      }
+    }
+    return out;
+  }
+
+  cv::Mat rgb_of_pair_size(const Image &img, const char *what) const {
+    if (img.width != w_ || img.height != h_ || (img.channels != 3 && img.channels != 4))
+      throw Error(std::string("flow: ") + what + " is not an RGB image of the pair's size (" + std::to_string(w_) +
+                  "x" + std::to_string(h_) + ")");
+    return to_rgb(img);
+  }
+
  public:
-  Residual warp_residuals(const Residual &ra, const Residual &rb, double t) override {
+  MotionField motion_field(double t) override {
+    if (a_.empty()) throw Error("flow: motion_field() before set_pair()");
+    const Warp w = prepare(std::clamp(t, 0.0, 1.0));
+    MotionField f;
+    f.width = w_;
+    f.height = h_;
+    const size_t n = static_cast<size_t>(w_) * h_;
+    f.from_a.resize(2 * n);
+    f.from_b.resize(2 * n);
+    f.weight_a.resize(n);
+    for (int y = 0; y < h_; ++y) {
+      std::memcpy(f.from_a.data() + 2 * static_cast<size_t>(y) * w_, w.map_a.ptr<float>(y), 2 * sizeof(float) * w_);
+      std::memcpy(f.from_b.data() + 2 * static_cast<size_t>(y) * w_, w.map_b.ptr<float>(y), 2 * sizeof(float) * w_);
+      std::memcpy(f.weight_a.data() + static_cast<size_t>(y) * w_, w.ka.ptr<float>(y), sizeof(float) * w_);
+    }
+    return f;
+  }
+
+  Image aligned_a(bool raw) const override { return align(a_, b_, ba_, raw ? cv::Mat() : occ_b_); }
+  Image aligned_b(bool raw) const override { return align(b_, a_, ab_, raw ? cv::Mat() : occ_a_); }
+
+  Image warp_images(const Image &in_a, const Image &in_b, const MotionField &field) const override {
+    if (a_.empty()) throw Error("flow: warp_images() before set_pair()");
+    if (!field.fits(w_, h_))
+      throw Error("flow: motion field is not of the pair's size (" + std::to_string(w_) + "x" + std::to_string(h_) + ")");
+    const cv::Mat ia = rgb_of_pair_size(in_a, "image in A's geometry");
+    const cv::Mat ib = rgb_of_pair_size(in_b, "image in B's geometry");
+    const cv::Mat map_a(h_, w_, CV_32FC2, const_cast<float *>(field.from_a.data()));
+    const cv::Mat map_b(h_, w_, CV_32FC2, const_cast<float *>(field.from_b.data()));
+    const cv::Mat ka(h_, w_, CV_32F, const_cast<float *>(field.weight_a.data()));
+    return blend_warped(ia, ib, map_a, map_b, ka);
+  }
+
+  using PairWarper::warp_residuals;
+  Residual warp_residuals(const Residual &ra, const Residual &rb, const MotionField &field) override {
     if (a_.empty()) throw Error("flow: warp_residuals() before set_pair()");
     if (ra.width != w_ || ra.height != h_ || rb.width != w_ || rb.height != h_ ||
         ra.data.size() != static_cast<size_t>(w_) * h_ * 3 || rb.data.size() != ra.data.size())
       throw Error("flow: residuals are not of the pair's size (" + std::to_string(w_) + "x" + std::to_string(h_) + ")");
-    const Warp w = prepare(std::clamp(t, 0.0, 1.0));
+    if (!field.fits(w_, h_))
+      throw Error("flow: motion field is not of the pair's size (" + std::to_string(w_) + "x" + std::to_string(h_) + ")");
+    cv::Mat map_a(h_, w_, CV_32FC2, const_cast<float *>(field.from_a.data()));
+    cv::Mat map_b(h_, w_, CV_32FC2, const_cast<float *>(field.from_b.data()));
     // Cubic, like the keyframes' warp: the residual is the fine detail a linear warp would soften.
     cv::Mat ma(h_, w_, CV_16SC3, const_cast<int16_t *>(ra.data.data()));
     cv::Mat mb(h_, w_, CV_16SC3, const_cast<int16_t *>(rb.data.data()));
     cv::Mat wa, wb;
-    cv::remap(ma, wa, w.map_a, cv::noArray(), cv::INTER_CUBIC, cv::BORDER_REPLICATE);
-    cv::remap(mb, wb, w.map_b, cv::noArray(), cv::INTER_CUBIC, cv::BORDER_REPLICATE);
+    cv::remap(ma, wa, map_a, cv::noArray(), cv::INTER_CUBIC, cv::BORDER_REPLICATE);
+    cv::remap(mb, wb, map_b, cv::noArray(), cv::INTER_CUBIC, cv::BORDER_REPLICATE);
     Residual out;
     out.width = w_;
     out.height = h_;
     out.data.resize(ra.data.size());
     for (int y = 0; y < h_; ++y) {
       const int16_t *pa = wa.ptr<int16_t>(y), *pb = wb.ptr<int16_t>(y);
-      const float *k = w.ka.ptr<float>(y);
+      const float *k = field.weight_a.data() + static_cast<size_t>(y) * w_;
       int16_t *dst = out.data.data() + static_cast<size_t>(y) * w_ * 3;
       for (int x = 0; x < w_; ++x)
         for (int ch = 0; ch < 3; ++ch)

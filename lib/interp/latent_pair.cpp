@@ -39,7 +39,8 @@ LatentPairInterpolator::LatentPairInterpolator(std::shared_ptr<latent::SharedCod
     : codec_(std::move(codec)),
       config_(config),
       carry_(config.residual_carry),
-      mc_(config.motion_compensated_residuals) {
+      mc_(config.motion_compensated_residuals),
+      mcl_(config.motion_compensated_latents) {
   if (!codec_) throw Error("latent interpolator: no codec");
   if (config_.batch_size < 1 || config_.batch_size > 64)
     throw Error("latent interpolator: batch size must be in [1, 64], got " + std::to_string(config_.batch_size));
@@ -50,7 +51,13 @@ LatentPairInterpolator::~LatentPairInterpolator() = default;
 std::string LatentPairInterpolator::describe() const {
   if (!carry_.load()) return "latent " + codec_->codec().describe() + ", no residual carry";
   return "latent " + codec_->codec().describe() +
-         (motion_compensated_residuals() ? ", residual carry (motion-compensated)" : ", residual carry");
+         (motion_compensated_latents()     ? ", latents and residual carry motion-compensated"
+          : motion_compensated_residuals() ? ", residual carry (motion-compensated)"
+                                           : ", residual carry");
+}
+
+bool LatentPairInterpolator::motion_compensated_latents() const {
+  return mcl_.load() && flow_available() && codec_->codec().has_model();
 }
 
 std::shared_ptr<LatentPairInterpolator::Key> LatentPairInterpolator::make_key(const Image &img) {
@@ -100,6 +107,36 @@ void LatentPairInterpolator::ensure_flow() {
   stats_.flows++;
 }
 
+bool LatentPairInterpolator::align_now() const {
+  constexpr int kMinFlowSize = 32;
+  return motion_compensated_latents() && a_ && b_ && a_->image.width >= kMinFlowSize &&
+         a_->image.height >= kMinFlowSize;
+}
+
+// Decides once per pair whether its flow explains the change (plan.h pair_is_motion); if so, encodes
+// the aligned keyframes. A morph pair keeps the in-place carry: its flow is noise, and warping along
+// it would blend two differently distorted morphs (measured: mid-pair sharpness 0.51 vs 0.81).
+void LatentPairInterpolator::ensure_aligned() {
+  if (aligned_decided_) return;
+  ensure_flow();
+  const Image &a = a_->image, &b = b_->image;
+  last_unexplained_ = 0.5 * (unexplained_change(a, b, warper_->aligned_b(true)) +
+                             unexplained_change(b, a, warper_->aligned_a(true)));
+  aligned_decided_ = true;
+  if (!pair_is_motion(last_unexplained_)) {
+    stats_.morph_pairs++;
+    return;
+  }
+  std::shared_ptr<Key> ka = make_key(warper_->aligned_a()), kb = make_key(warper_->aligned_b());
+  if (carry_.load()) {
+    ensure_residual(*ka);
+    ensure_residual(*kb);
+  }
+  a_in_b_ = std::move(ka);
+  b_in_a_ = std::move(kb);
+  stats_.aligned_pairs++;
+}
+
 void LatentPairInterpolator::set_pair(const Image &a, const Image &b) {
   if (a.width != b.width || a.height != b.height)
     throw Error("latent interpolator: keyframes differ in size (" + std::to_string(a.width) + "x" +
@@ -116,11 +153,35 @@ void LatentPairInterpolator::set_pair(const Image &a, const Image &b) {
   }
   a_ = std::move(ka);
   b_ = std::move(kb);
+  a_in_b_.reset();
+  b_in_a_.reset();
+  aligned_decided_ = false;
+  last_unexplained_ = 0;
   flow_ready_ = false;
   stats_.pairs++;
   if (reuse) stats_.reused++;
   // Here rather than at the first frames(): the element times set_pair as the pair's setup.
-  if (warp_residuals_now()) ensure_flow();
+  if (align_now()) ensure_aligned();
+  else if (warp_residuals_now()) ensure_flow();
+}
+
+// D(slerp(from, to, t)) at the keyframes' size, plus their residuals in place if asked (right when
+// both share one geometry, as the aligned pairs do).
+std::vector<Image> LatentPairInterpolator::morph(const Key &from, const Key &to, const std::vector<double> &ts,
+                                                 bool residuals_in_place) {
+  std::vector<Image> out = with_codec(*codec_, "decoding in-betweens", [&](latent::Codec &c) {
+    return c.interpolate(*from.latent, *to.latent, ts, config_.batch_size);
+  });
+  if (out.size() != ts.size())
+    throw Error("latent interpolator: codec returned " + std::to_string(out.size()) + " images for " +
+                std::to_string(ts.size()) + " positions");
+  const int w = from.image.width, h = from.image.height;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out[i].width != w || out[i].height != h) out[i] = resize_bilinear(out[i], w, h);
+    if (out[i].channels != 3) out[i] = convert_channels(out[i], 3);
+    if (residuals_in_place) add_residuals(out[i], from.residual, to.residual, ts[i]);
+  }
+  return out;
 }
 
 std::vector<Image> LatentPairInterpolator::frames(const std::vector<double> &ts) {
@@ -133,20 +194,25 @@ std::vector<Image> LatentPairInterpolator::frames(const std::vector<double> &ts)
     ensure_residual(*a_);
     ensure_residual(*b_);
   }
-  const bool mc = carry && warp_residuals_now();
-  if (mc) ensure_flow();
-  std::vector<Image> out = with_codec(*codec_, "decoding in-betweens", [&](latent::Codec &c) {
-    return c.interpolate(*a_->latent, *b_->latent, ts, config_.batch_size);
-  });
-  if (out.size() != ts.size())
-    throw Error("latent interpolator: codec returned " + std::to_string(out.size()) + " images for " +
-                std::to_string(ts.size()) + " positions");
-  const int w = a_->image.width, h = a_->image.height;
-  for (size_t i = 0; i < out.size(); ++i) {
-    if (out[i].width != w || out[i].height != h) out[i] = resize_bilinear(out[i], w, h);
-    if (out[i].channels != 3) out[i] = convert_channels(out[i], 3);
-    if (carry && mc) add_residual(out[i], warper_->warp_residuals(a_->residual, b_->residual, ts[i]));
-    else if (carry) add_residuals(out[i], a_->residual, b_->residual, ts[i]);
+  std::vector<Image> out;
+  if (align_now()) ensure_aligned();
+  const bool judged_morph = aligned_decided_ && !a_in_b_;  // its flow is noise: nothing is warped
+  if (align_now() && a_in_b_ && b_in_a_) {
+    if (carry) {  // carry may have been switched on since the pair was set up
+      ensure_residual(*a_in_b_);
+      ensure_residual(*b_in_a_);
+    }
+    const std::vector<Image> in_a = morph(*a_, *b_in_a_, ts, carry), in_b = morph(*a_in_b_, *b_, ts, carry);
+    out.reserve(ts.size());
+    for (size_t i = 0; i < ts.size(); ++i)
+      out.push_back(warper_->warp_images(in_a[i], in_b[i], warper_->motion_field(ts[i])));
+  } else if (warp_residuals_now() && !judged_morph) {
+    ensure_flow();
+    out = morph(*a_, *b_, ts, false);
+    for (size_t i = 0; i < out.size(); ++i)
+      add_residual(out[i], warper_->warp_residuals(a_->residual, b_->residual, ts[i]));
+  } else {
+    out = morph(*a_, *b_, ts, carry);
   }
   stats_.frames += out.size();
   return out;
@@ -155,6 +221,9 @@ std::vector<Image> LatentPairInterpolator::frames(const std::vector<double> &ts)
 void LatentPairInterpolator::reset() {
   a_.reset();
   b_.reset();
+  a_in_b_.reset();
+  b_in_a_.reset();
+  aligned_decided_ = false;
   flow_ready_ = false;
   if (warper_) warper_->reset();
 }

@@ -2,6 +2,7 @@
 #include "interp/plan.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <functional>
 #include <numeric>
@@ -239,6 +240,18 @@ void add_residuals(Image &frame, const Residual &ra, const Residual &rb, double 
     const int32_t add = (wa * ra.data[i] + wb * rb.data[i] + 32768) >> 16;
     frame.pixels[i] = static_cast<uint8_t>(std::clamp<int32_t>(frame.pixels[i] + add, 0, 255));
   }
+}
+
+double unexplained_change(const Image &a, const Image &b, const Image &b_in_a) {
+  if (a.width != b.width || a.height != b.height || a.channels != b.channels || b_in_a.width != a.width ||
+      b_in_a.height != a.height || b_in_a.channels != a.channels)
+    throw Error("unexplained_change: images differ in size or channels");
+  uint64_t total = 0, left = 0;
+  for (size_t i = 0; i < a.pixels.size(); ++i) {
+    total += static_cast<uint64_t>(std::abs(int(a.pixels[i]) - int(b.pixels[i])));
+    left += static_cast<uint64_t>(std::abs(int(a.pixels[i]) - int(b_in_a.pixels[i])));
+  }
+  return total == 0 ? 0.0 : static_cast<double>(left) / static_cast<double>(total);
 }
 
 void add_residual(Image &frame, const Residual &r) {

@@ -603,6 +603,47 @@ TEST_F(Flow, WarpedResidualsFollowAPureTranslation) {
   EXPECT_LT(residual_rms(w->warp_residuals(ra, rb, 1.0), rb, 0), 0.5);
 }
 
+TEST_F(Flow, AlignsEachKeyframeToTheOtherAndWarpsImagesLikeItsInBetweens) {
+  const dw::Image big = texture(200, 160, 7);
+  const dw::Image a = crop(big, 20, 20, 128, 96), b = crop(big, 28, 20, 128, 96);
+  auto w = create_pair_warper({});
+  EXPECT_THROW(w->motion_field(0.5), Error);  // before set_pair
+  w->set_pair(a, b);
+  // B moved into A's geometry is A (but for the 8-px strip that is not in B: replicated border, or A
+  // itself with the occlusion fill), and the other way round.
+  EXPECT_GT(psnr(w->aligned_b(), a, 10), 35.0);
+  EXPECT_GT(psnr(w->aligned_a(), b, 10), 35.0);
+  EXPECT_LT(unexplained_change(a, b, w->aligned_b(true)), 0.1);
+  const MotionField field = w->motion_field(0.5);
+  ASSERT_TRUE(field.fits(128, 96));
+  EXPECT_FALSE(field.fits(128, 95));
+  // warp_images(A, B) is the flow backend's in-between; other images ride the same motion.
+  auto f = create_flow_interpolator({});
+  f->set_pair(a, b);
+  EXPECT_EQ(w->warp_images(a, b, field).pixels, f->frames({0.5}).at(0).pixels);
+  const dw::Image truth = crop(big, 24, 20, 128, 96);
+  EXPECT_GT(psnr(w->warp_images(a, b, field), truth, 10), 35.0);
+  EXPECT_THROW(w->warp_images(crop(big, 0, 0, 64, 64), b, field), Error);
+  MotionField broken = field;
+  broken.weight_a.pop_back();
+  EXPECT_THROW(w->warp_images(a, b, broken), Error);
+  // The field-based residual warp is the t-based one.
+  const Residual detail = detail_field(200, 160, 11);
+  const Residual ra = crop_residual(detail, 20, 20, 128, 96), rb = crop_residual(detail, 28, 20, 128, 96);
+  EXPECT_EQ(w->warp_residuals(ra, rb, field).data, w->warp_residuals(ra, rb, 0.5).data);
+}
+
+TEST(UnexplainedChange, MotionIsExplainedAMorphIsNot) {
+  const dw::Image a = texture(32, 16, 1), b = texture(32, 16, 2);
+  EXPECT_DOUBLE_EQ(unexplained_change(a, a, a), 0.0);  // nothing changed
+  EXPECT_DOUBLE_EQ(unexplained_change(a, b, a), 0.0);  // the alignment recovered A: all motion
+  EXPECT_DOUBLE_EQ(unexplained_change(a, b, b), 1.0);  // the alignment moved nothing
+  EXPECT_TRUE(pair_is_motion(0.2));
+  EXPECT_FALSE(pair_is_motion(0.9));
+  EXPECT_THROW(unexplained_change(a, b, texture(16, 16, 3)), Error);
+  EXPECT_THROW(unexplained_change(a, dw::convert_channels(b, 4), a), Error);
+}
+
 /* -------------------------------------------------------------------------------------------- */
 /* Backend choice and settings checks                                                           */
 

@@ -537,7 +537,9 @@ TEST_F(LatentPairTaef2, ResidualCarryReproducesTheKeyframeAtSmallT) {
   const Image a = crop(photo_, 160, 96, 128, 128), b = crop(photo_, 176, 96, 128, 128);
   LatentPairInterpolator lp(codec_);
   lp.set_pair(a, b);
-  EXPECT_EQ(lp.stats().keyframe_decodes, 2u);
+  // a and b, plus each aligned to the other when the pair's motion is compensated (OpenCV builds).
+  const uint64_t keys = dw::interp::flow_available() ? 4u : 2u;
+  EXPECT_EQ(lp.stats().keyframe_decodes, keys);
   const Image with_carry = lp.frames({0.001}).at(0);
   // Switchable live: off gives the plain decode of the same latents.
   lp.set_residual_carry(false);
@@ -547,7 +549,7 @@ TEST_F(LatentPairTaef2, ResidualCarryReproducesTheKeyframeAtSmallT) {
   std::printf("t=0.001 vs A: residual carry %.1f dB, plain decode %.1f dB\n", p_carry, p_plain);
   EXPECT_GT(p_carry, 40.0);
   EXPECT_LT(p_plain, 36.0);
-  EXPECT_EQ(lp.stats().encodes, 2u);
+  EXPECT_EQ(lp.stats().encodes, keys);
 }
 
 TEST_F(LatentPairTaef2, ResidualCarryRemovesThePopOnAPan) {
@@ -556,7 +558,10 @@ TEST_F(LatentPairTaef2, ResidualCarryRemovesThePopOnAPan) {
   std::vector<Image> keys;
   for (int k = 0; k < 3; ++k) keys.push_back(crop(photo_, 120 + k * step, 100, size, size));
   // One interpolator, both sequences: the same latents decoded with and without the residuals.
-  LatentPairInterpolator lp(codec_, LatentPairConfig{true, 8});
+  LatentPairConfig config;
+  config.batch_size = 8;
+  config.motion_compensated_latents = false;  // the plain latent slerp, with and without its residuals
+  LatentPairInterpolator lp(codec_, config);
   std::vector<Image> seq_carry{keys[0]}, seq_plain{keys[0]};
   for (size_t k = 1; k < keys.size(); ++k) {
     lp.set_pair(keys[k - 1], keys[k]);
@@ -617,7 +622,9 @@ TEST_F(LatentPairTaef2, MotionCompensatedCarryPutsTheDetailWhereItMoved) {
   const int size = 128, step = 12;
   const Image a = crop(photo_, 120, 100, size, size), b = crop(photo_, 120 + step, 100, size, size);
   const Image truth = crop(photo_, 120 + step / 2, 100, size, size);
-  LatentPairInterpolator lp(codec_);
+  LatentPairConfig config;
+  config.motion_compensated_latents = false;  // residuals warped onto the plain latent slerp
+  LatentPairInterpolator lp(codec_, config);
   EXPECT_TRUE(lp.motion_compensated_residuals());
   EXPECT_NE(lp.describe().find("motion-compensated"), std::string::npos) << lp.describe();
   lp.set_pair(a, b);
@@ -630,4 +637,56 @@ TEST_F(LatentPairTaef2, MotionCompensatedCarryPutsTheDetailWhereItMoved) {
   std::printf("pan mid-pair detail correlation with the truth: warped residuals %.3f, in place %.3f\n", c_warped,
               c_in_place);
   EXPECT_GT(c_warped, c_in_place + 0.1);
+}
+
+TEST_F(LatentPairTaef2, MotionCompensatedLatentsFollowAPanAndKeepAMorphInPlace) {
+  if (!dw::interp::flow_available()) GTEST_SKIP() << "built without OpenCV";
+  // The default: the latent morph is made in each keyframe's geometry and warped along the flow, so
+  // the in-between of a pan is where the truth is (not a crossfade of two poses).
+  const int size = 128, step = 12;
+  const Image a = crop(photo_, 120, 100, size, size), b = crop(photo_, 120 + step, 100, size, size);
+  const Image truth = crop(photo_, 120 + step / 2, 100, size, size);
+  LatentPairInterpolator lp(codec_);
+  EXPECT_TRUE(lp.motion_compensated_latents());
+  EXPECT_NE(lp.describe().find("latents and residual carry motion-compensated"), std::string::npos) << lp.describe();
+  lp.set_pair(a, b);
+  EXPECT_EQ(lp.stats().aligned_pairs, 1u);
+  EXPECT_EQ(lp.stats().encodes, 4u);  // a, b and both aligned keyframes
+  const Image moved = lp.frames({0.5}).at(0);
+  lp.set_motion_compensated_latents(false);
+  lp.set_pair(a, b);  // takes effect at the next pair
+  const Image slerped = lp.frames({0.5}).at(0);
+  const double p_moved = psnr(moved, truth), p_slerped = psnr(slerped, truth);
+  std::printf("pan mid-pair vs truth: motion-compensated latents %.1f dB, latent slerp + warped residuals %.1f dB\n",
+              p_moved, p_slerped);
+  EXPECT_GT(p_moved, 35.0);
+  EXPECT_GT(p_moved, p_slerped + 8.0);
+
+  // Two unrelated pictures: no flow explains the change, so the pair is carried in place (the same
+  // frames as with motion compensation off) instead of warping two morphs along noise.
+  const Image other = crop(photo_, 300, 300, size, size);
+  LatentPairInterpolator on(codec_), off(codec_, [] {
+    LatentPairConfig c;
+    c.motion_compensated_latents = false;
+    c.motion_compensated_residuals = false;
+    return c;
+  }());
+  on.set_pair(a, other);
+  off.set_pair(a, other);
+  EXPECT_EQ(on.stats().morph_pairs, 1u);
+  EXPECT_EQ(on.stats().aligned_pairs, 0u);
+  EXPECT_GT(on.last_unexplained_change(), dw::interp::kMaxUnexplainedChange);
+  const auto f_on = on.frames({0.25, 0.75}), f_off = off.frames({0.25, 0.75});
+  EXPECT_EQ(f_on[0].pixels, f_off[0].pixels);
+  EXPECT_EQ(f_on[1].pixels, f_off[1].pixels);
+
+  // Residual carry switched on after a motion pair was set up without it: same frames as if it had
+  // been on from the start (the aligned keyframes get their residuals late).
+  LatentPairConfig no_carry;
+  no_carry.residual_carry = false;
+  LatentPairInterpolator late(codec_, no_carry), early(codec_);
+  late.set_pair(a, b);
+  early.set_pair(a, b);
+  late.set_residual_carry(true);
+  EXPECT_EQ(late.frames({0.5}).at(0).pixels, early.frames({0.5}).at(0).pixels);
 }
