@@ -6,6 +6,9 @@
 
 #include <gio/gio.h>
 
+#include <optional>
+#include <string>
+
 #include "app_impl.h"
 #include "json_writer.h"
 #include "protocol.h"
@@ -61,14 +64,63 @@ std::string get_string_prop(GstElement *e, const char *prop) {
   return r;
 }
 
-// Refuses an oversized control body from its headers, before libsoup reads (and buffers) it.
+// A control body of unannounced length (chunked), kept by us: libsoup would buffer all of it before
+// the handler runs, so a hostile client could stream gigabytes into memory.
+struct StreamedBody {
+  std::string data;
+  goffset total = 0;
+  bool too_large = false;
+};
+constexpr const char *kStreamedBodyKey = "dw-streamed-body";
+
+void on_got_chunk(SoupServerMessage *msg, GBytes *chunk, gpointer) {
+  auto *body = static_cast<StreamedBody *>(g_object_get_data(G_OBJECT(msg), kStreamedBodyKey));
+  if (!body) return;
+  gsize n = 0;
+  const char *d = static_cast<const char *>(g_bytes_get_data(chunk, &n));
+  body->total += static_cast<goffset>(n);
+  if (body->too_large) return;  // the rest is read and dropped
+  if (body->total > static_cast<goffset>(ControlLimits().max_body)) {
+    body->too_large = true;
+    std::string().swap(body->data);
+    return;
+  }
+  body->data.append(d ? d : "", n);
+}
+
+// The control body as read: ours for chunked requests, libsoup's otherwise. Empty optional = over the
+// limit (*total = bytes received).
+std::optional<std::string> control_body(SoupServerMessage *msg, goffset *total) {
+  if (auto *body = static_cast<StreamedBody *>(g_object_get_data(G_OBJECT(msg), kStreamedBodyKey))) {
+    *total = body->total;
+    if (body->too_large) return std::nullopt;
+    return body->data;
+  }
+  GBytes *bytes = soup_message_body_flatten(soup_server_message_get_request_body(msg));
+  gsize len = 0;
+  const char *data = static_cast<const char *>(g_bytes_get_data(bytes, &len));
+  std::string out(data ? data : "", len);
+  g_bytes_unref(bytes);
+  *total = static_cast<goffset>(len);
+  return out;
+}
+
+// Refuses an oversized control body from its headers, before libsoup reads (and buffers) it; a
+// body of unannounced length is read chunk by chunk into a bounded buffer instead.
 void on_got_headers(SoupServerMessage *msg, gpointer user) {
   if (g_strcmp0(g_uri_get_path(soup_server_message_get_uri(msg)), "/api/control") != 0) return;
   auto *self = static_cast<App::Impl *>(user);
   SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
   const goffset len = soup_message_headers_get_content_length(h);
-  if (soup_message_headers_get_encoding(h) == SOUP_ENCODING_CONTENT_LENGTH &&
-      len > static_cast<goffset>(ControlLimits().max_body)) {
+  const SoupEncoding encoding = soup_message_headers_get_encoding(h);
+  if (encoding == SOUP_ENCODING_CHUNKED || encoding == SOUP_ENCODING_EOF) {
+    soup_message_body_set_accumulate(soup_server_message_get_request_body(msg), FALSE);
+    g_object_set_data_full(G_OBJECT(msg), kStreamedBodyKey, new StreamedBody(),
+                           [](gpointer p) { delete static_cast<StreamedBody *>(p); });
+    g_signal_connect(msg, "got-chunk", G_CALLBACK(on_got_chunk), nullptr);
+    return;
+  }
+  if (encoding == SOUP_ENCODING_CONTENT_LENGTH && len > static_cast<goffset>(ControlLimits().max_body)) {
     // libsoup then skips the body and the handler: count the request here.
     self->control_requests++;
     self->control_refused++;
@@ -235,15 +287,18 @@ void App::Impl::handle_control(SoupServerMessage *msg) {
     reply_error(msg, 409, "this pipeline has no comfykeyframesrc");
     return;
   }
-  SoupMessageBody *body = soup_server_message_get_request_body(msg);
-  GBytes *bytes = soup_message_body_flatten(body);
-  gsize len = 0;
-  const char *data = static_cast<const char *>(g_bytes_get_data(bytes, &len));
+  goffset total = 0;
+  const std::optional<std::string> body = control_body(msg, &total);
+  if (!body) {
+    control_refused++;
+    reply_error(msg, 413,
+                "request body of " + std::to_string(total) + " bytes exceeds the limit of " +
+                    std::to_string(ControlLimits().max_body) + " bytes");
+    return;
+  }
   ControlRequest req;
   ProtocolError perr;
-  const bool ok = parse_control(std::string_view(data ? data : "", len), &req, &perr);
-  g_bytes_unref(bytes);
-  if (!ok) {
+  if (!parse_control(*body, &req, &perr)) {
     control_refused++;
     reply_error(msg, perr.status, perr.message);
     return;
