@@ -132,14 +132,20 @@ class FlowInterpolator final : public PairInterpolator, public PairWarper {
 
   // Occlusion of each pixel of the first image of `fwd`: where it lands, the backward flow should
   // point back (plan.h: occlusion_from_consistency).
+  // Where each pixel lands along `flow`: a remap map (absolute positions).
+  static cv::Mat landing_map(const cv::Mat &flow) {
+    cv::Mat map(flow.rows, flow.cols, CV_32FC2);
+    for (int y = 0; y < flow.rows; ++y) {
+      const auto *f = flow.ptr<cv::Vec2f>(y);
+      auto *m = map.ptr<cv::Vec2f>(y);
+      for (int x = 0; x < flow.cols; ++x) m[x] = cv::Vec2f(x + f[x][0], y + f[x][1]);
+    }
+    return map;
+  }
+
   static cv::Mat occlusion(const cv::Mat &fwd, const cv::Mat &bwd) {
     const int h = fwd.rows, w = fwd.cols;
-    cv::Mat map(h, w, CV_32FC2);
-    for (int y = 0; y < h; ++y) {
-      const auto *f = fwd.ptr<cv::Vec2f>(y);
-      auto *m = map.ptr<cv::Vec2f>(y);
-      for (int x = 0; x < w; ++x) m[x] = cv::Vec2f(x + f[x][0], y + f[x][1]);
-    }
+    const cv::Mat map = landing_map(fwd);
     cv::Mat back;
     cv::remap(bwd, back, map, cv::noArray(), cv::INTER_LINEAR, cv::BORDER_REPLICATE);
     cv::Mat occ(h, w, CV_32F);
@@ -307,14 +313,8 @@ class FlowInterpolator final : public PairInterpolator, public PairWarper {
   // `own` kept where `occ` (the other keyframe's occlusion) says nothing in `from` matches.
   Image align(const cv::Mat &from, const cv::Mat &own, const cv::Mat &flow, const cv::Mat &occ) const {
     if (from.empty()) throw Error("flow: aligned image before set_pair()");
-    cv::Mat map(h_, w_, CV_32FC2);
-    for (int y = 0; y < h_; ++y) {
-      const auto *f = flow.ptr<cv::Vec2f>(y);
-      auto *m = map.ptr<cv::Vec2f>(y);
-      for (int x = 0; x < w_; ++x) m[x] = cv::Vec2f(x + f[x][0], y + f[x][1]);
-    }
     cv::Mat moved;
-    cv::remap(from, moved, map, cv::noArray(), cv::INTER_CUBIC, cv::BORDER_REPLICATE);
+    cv::remap(from, moved, landing_map(flow), cv::noArray(), cv::INTER_CUBIC, cv::BORDER_REPLICATE);
     Image out(w_, h_, 3);
     for (int y = 0; y < h_; ++y) {
       const uint8_t *pm = moved.ptr<uint8_t>(y), *po = own.ptr<uint8_t>(y);

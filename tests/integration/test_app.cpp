@@ -31,14 +31,9 @@ struct Reply {
   std::string body;
 };
 
-// POST with a body of unannounced length (Transfer-Encoding: chunked): no Content-Length for the
-// server to refuse it by.
-Reply http_chunked(const std::string &url, const std::string &body) {
+// Sends m on a fresh session and reads the whole reply; frees both.
+Reply send_and_read(SoupMessage *m) {
   SoupSession *s = soup_session_new();
-  SoupMessage *m = soup_message_new("POST", url.c_str());
-  GBytes *b = g_bytes_new(body.data(), body.size());
-  GInputStream *in = g_memory_input_stream_new_from_bytes(b);
-  soup_message_set_request_body(m, "application/json", in, -1);
   GError *err = nullptr;
   GBytes *out = soup_session_send_and_read(s, m, nullptr, &err);
   Reply r;
@@ -50,8 +45,6 @@ Reply http_chunked(const std::string &url, const std::string &body) {
     g_bytes_unref(out);
   }
   g_clear_error(&err);
-  g_object_unref(in);
-  g_bytes_unref(b);
   g_object_unref(m);
   g_object_unref(s);
   return r;
@@ -59,11 +52,9 @@ Reply http_chunked(const std::string &url, const std::string &body) {
 
 Reply http(const char *method, const std::string &url, const std::string &body = "",
            const char *auth = nullptr) {
-  SoupSession *s = soup_session_new();
   SoupMessage *m = soup_message_new(method, url.c_str());
   if (!m) {
     ADD_FAILURE() << "not a URL: " << url;
-    g_object_unref(s);
     return {};
   }
   if (!body.empty()) {
@@ -72,20 +63,19 @@ Reply http(const char *method, const std::string &url, const std::string &body =
     g_bytes_unref(b);
   }
   if (auth) soup_message_headers_replace(soup_message_get_request_headers(m), "Authorization", auth);
-  GError *err = nullptr;
-  GBytes *out = soup_session_send_and_read(s, m, nullptr, &err);
-  Reply r;
-  r.status = soup_message_get_status(m);
-  if (out) {
-    gsize n = 0;
-    const char *d = static_cast<const char *>(g_bytes_get_data(out, &n));
-    r.body.assign(d, n);
-    g_bytes_unref(out);
-  }
-  g_clear_error(&err);
-  g_object_unref(m);
-  g_object_unref(s);
-  return r;
+  return send_and_read(m);
+}
+
+// POST with a body of unannounced length (Transfer-Encoding: chunked): no Content-Length for the
+// server to refuse it by.
+Reply http_chunked(const std::string &url, const std::string &body) {
+  SoupMessage *m = soup_message_new("POST", url.c_str());
+  GBytes *b = g_bytes_new(body.data(), body.size());
+  GInputStream *in = g_memory_input_stream_new_from_bytes(b);
+  soup_message_set_request_body(m, "application/json", in, -1);
+  g_object_unref(in);
+  g_bytes_unref(b);
+  return send_and_read(m);
 }
 
 // Runs an App on its own thread.
