@@ -25,6 +25,7 @@
 #include "interp/plan.h"
 #include "interp/vfi.h"
 #include "latent/codec.h"
+#include "latent/raw.h"
 
 using dw::Image;
 using namespace dw::interp;
@@ -689,4 +690,36 @@ TEST_F(LatentPairTaef2, MotionCompensatedLatentsFollowAPanAndKeepAMorphInPlace) 
   early.set_pair(a, b);
   late.set_residual_carry(true);
   EXPECT_EQ(late.frames({0.5}).at(0).pixels, early.frames({0.5}).at(0).pixels);
+}
+
+TEST(LatentPairTorchScript, MotionCompensationOnOddSizesWithAnyLatentCodec) {
+  if (!dw::latent::torch_available()) GTEST_SKIP() << "built without LibTorch";
+  if (!dw::interp::flow_available()) GTEST_SKIP() << "built without OpenCV";
+  // A user's encoder/decoder pair (here the tiny test pair: 8x average pool / nearest upsample) on
+  // a frame size that is not a multiple of its grid: the aligned keyframes are padded and cropped
+  // like the keyframes, the in-betweens come back at the frame's size and follow the pan.
+  const std::string enc = ::testing::TempDir() + "/dw_vfi_ts_encoder.pt";
+  const std::string dec = ::testing::TempDir() + "/dw_vfi_ts_decoder.pt";
+  dw::latent::write_test_torchscript_pair(enc, dec);
+  dw::latent::CodecConfig c;
+  c.encoder_path = enc;
+  c.decoder_path = dec;
+  c.precision = dw::latent::Precision::Fp32;
+  const Image photo = load_png(shared_dir() + "/images/astronaut.png");
+  ASSERT_FALSE(photo.empty());
+  const int w = 70, h = 45;
+  const Image a = crop(photo, 200, 180, w, h), b = crop(photo, 206, 180, w, h), truth = crop(photo, 203, 180, w, h);
+  LatentPairInterpolator lp(dw::latent::ModelRegistry::acquire(c));
+  EXPECT_TRUE(lp.motion_compensated_latents()) << lp.describe();
+  lp.set_pair(a, b);
+  EXPECT_EQ(lp.stats().aligned_pairs, 1u);
+  const Image mid = lp.frames({0.5}).at(0);
+  ASSERT_EQ(mid.width, w);
+  ASSERT_EQ(mid.height, h);
+  lp.set_motion_compensated_latents(false);
+  lp.set_motion_compensated_residuals(false);
+  const Image crossfade = lp.frames({0.5}).at(0);
+  const double p_moved = psnr(mid, truth), p_crossfade = psnr(crossfade, truth);
+  std::printf("70x45 pan, test TorchScript codec: motion-compensated %.1f dB, in place %.1f dB\n", p_moved, p_crossfade);
+  EXPECT_GT(p_moved, p_crossfade + 5.0);
 }
