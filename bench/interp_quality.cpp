@@ -36,12 +36,12 @@
 #include <string>
 #include <vector>
 
-#include "config.h"
 #include "image/image.h"
 #include "interp/flow.h"
 #include "interp/latent_pair.h"
 #include "interp/plan.h"
 #include "latent/codec.h"
+#include "shared_files.h"
 #if __has_include("interp/vfi.h")
 #include "interp/vfi.h"
 #define HAVE_VFI_HEADER 1
@@ -52,10 +52,7 @@ namespace {
 constexpr int kInbetweens = 7;
 constexpr int kKeyframes = 4;
 
-std::string shared_dir() {
-  const char *dir = g_getenv("DW_SHARED_DIR");
-  return dir ? dir : DW_SHARED_DIR;
-}
+using dw::bench::shared_dir;
 
 dw::Image load(const std::string &name) {
   const std::string path = shared_dir() + "/images/" + name;
@@ -312,17 +309,8 @@ int main(int argc, char **argv) {
   } else {
     std::printf("# flow: skipped (built without OpenCV)\n");
   }
-  const std::string enc = shared_dir() + "/models/taef2_encoder.safetensors";
-  const std::string dec = shared_dir() + "/models/taef2_decoder.safetensors";
-  if (!dw::latent::torch_available()) {
-    std::printf("# taesd: skipped (built without LibTorch)\n");
-  } else if (!g_file_test(enc.c_str(), G_FILE_TEST_EXISTS) || !g_file_test(dec.c_str(), G_FILE_TEST_EXISTS)) {
-    std::printf("# taesd: skipped (no %s)\n", enc.c_str());
-  } else {
-    dw::latent::CodecConfig cfg;
-    cfg.backend = dw::latent::Backend::Taesd;
-    cfg.encoder_path = enc;
-    cfg.decoder_path = dec;
+  if (std::optional<dw::latent::CodecConfig> taef2 = dw::bench::taef2_config()) {
+    dw::latent::CodecConfig cfg = *taef2;
     cfg.threads = threads;
     if (dw::interp::flow_available()) {
       backends.push_back({"taesd TAEF2 motion-compensated", latent(cfg, true, true, true), false});

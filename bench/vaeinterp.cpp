@@ -17,16 +17,13 @@
 #include <string>
 #include <vector>
 
-#include "config.h"
 #include "image/image.h"
 #include "latent/codec.h"
+#include "shared_files.h"
 
 namespace {
 
-std::string shared_dir() {
-  const char *dir = g_getenv("DW_SHARED_DIR");
-  return dir ? dir : DW_SHARED_DIR;
-}
+using dw::bench::shared_dir;
 
 dw::Image load_or_make(const std::string &name, int size, int seed) {
   std::ifstream f(shared_dir() + "/images/" + name, std::ios::binary);
@@ -63,17 +60,8 @@ int main(int argc, char **argv) {
   dw::latent::CodecConfig blend;
   blend.backend = dw::latent::Backend::Blend;
   configs.push_back(blend);
-  const std::string enc = shared_dir() + "/models/taef2_encoder.safetensors";
-  const std::string dec = shared_dir() + "/models/taef2_decoder.safetensors";
-  if (!dw::latent::torch_available()) {
-    std::printf("# taesd: skipped (built without LibTorch)\n");
-  } else if (!g_file_test(enc.c_str(), G_FILE_TEST_EXISTS) || !g_file_test(dec.c_str(), G_FILE_TEST_EXISTS)) {
-    std::printf("# taesd: skipped (no %s)\n", enc.c_str());
-  } else {
-    dw::latent::CodecConfig taesd;
-    taesd.backend = dw::latent::Backend::Taesd;
-    taesd.encoder_path = enc;
-    taesd.decoder_path = dec;
+  if (std::optional<dw::latent::CodecConfig> taef2 = dw::bench::taef2_config()) {
+    dw::latent::CodecConfig taesd = *taef2;
     taesd.device = device;
     taesd.precision = parse_precision(precision);
     configs.push_back(taesd);

@@ -108,6 +108,15 @@ std::string hex_sid() {
   return s;
 }
 
+namespace {
+// str.strip() as int()/float() apply it to their argument (ASCII whitespace, like g_strstrip).
+std::string py_strip(const std::string &s) {
+  std::string t = s;
+  g_strstrip(t.data());
+  return t.c_str();
+}
+}  // namespace
+
 std::string py_list(const std::vector<std::string> &v) {
   std::string s = "[";
   for (size_t i = 0; i < v.size(); ++i) {
@@ -130,9 +139,7 @@ bool py_int(JsonNode *n, int64_t &out, std::string &err) {
     if (t == G_TYPE_BOOLEAN) { out = json_node_get_boolean(n) ? 1 : 0; return true; }
     if (t == G_TYPE_STRING) {
       std::string s = json_node_get_string(n);
-      std::string t2 = s;
-      g_strstrip(t2.data());
-      t2 = t2.c_str();
+      const std::string t2 = py_strip(s);
       char *end = nullptr;
       errno = 0;
       long long v = g_ascii_strtoll(t2.c_str(), &end, 10);
@@ -157,9 +164,7 @@ bool py_float_conv(JsonNode *n, double &out, std::string &err) {
     if (t == G_TYPE_BOOLEAN) { out = json_node_get_boolean(n) ? 1.0 : 0.0; return true; }
     if (t == G_TYPE_STRING) {
       std::string s = json_node_get_string(n);
-      std::string t2 = s;
-      g_strstrip(t2.data());
-      t2 = t2.c_str();
+      const std::string t2 = py_strip(s);
       char *end = nullptr;
       double v = g_ascii_strtod(t2.c_str(), &end);
       if (!t2.empty() && end && *end == '\0') { out = v; return true; }

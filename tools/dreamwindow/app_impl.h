@@ -48,6 +48,10 @@ struct Counter {
 
 // A number from a stats field of any numeric GType; false when absent or GST_CLOCK_TIME_NONE.
 bool field_number(const GstStructure *s, const char *name, double *out);
+// A string property of e; "" when e or the property is missing.
+std::string get_string_prop(GstElement *e, const char *prop);
+// The child sink autovideosink picked (ref'd), or null.
+GstElement *auto_child(GstElement *auto_sink);
 
 struct App::Impl {
   explicit Impl(Options o);

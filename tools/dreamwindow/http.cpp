@@ -55,15 +55,6 @@ void reply_error(SoupServerMessage *msg, guint status, const std::string &error)
   reply_json(msg, status, w.begin_object().set("error", error).end_object().to_string());
 }
 
-std::string get_string_prop(GstElement *e, const char *prop) {
-  if (!e || !g_object_class_find_property(G_OBJECT_GET_CLASS(e), prop)) return "";
-  gchar *s = nullptr;
-  g_object_get(e, prop, &s, nullptr);
-  std::string r = s ? s : "";
-  g_free(s);
-  return r;
-}
-
 // A control body of unannounced length (chunked), kept by us: libsoup would buffer all of it before
 // the handler runs, so a hostile client could stream gigabytes into memory.
 struct StreamedBody {
@@ -85,7 +76,12 @@ void on_got_chunk(SoupServerMessage *msg, GBytes *chunk, gpointer) {
     std::string().swap(body->data);
     return;
   }
-  body->data.append(d ? d : "", n);
+  try {  // never let C++ unwind into libsoup
+    body->data.append(d ? d : "", n);
+  } catch (const std::exception &) {
+    body->too_large = true;
+    std::string().swap(body->data);
+  }
 }
 
 // The control body as read: ours for chunked requests, libsoup's otherwise. Empty optional = over the
@@ -107,9 +103,7 @@ std::optional<std::string> control_body(SoupServerMessage *msg, goffset *total) 
 
 // Refuses an oversized control body from its headers, before libsoup reads (and buffers) it; a
 // body of unannounced length is read chunk by chunk into a bounded buffer instead.
-void on_got_headers(SoupServerMessage *msg, gpointer user) {
-  if (g_strcmp0(g_uri_get_path(soup_server_message_get_uri(msg)), "/api/control") != 0) return;
-  auto *self = static_cast<App::Impl *>(user);
+void got_control_headers(SoupServerMessage *msg, App::Impl *self) {
   SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
   const goffset len = soup_message_headers_get_content_length(h);
   const SoupEncoding encoding = soup_message_headers_get_encoding(h);
@@ -128,6 +122,15 @@ void on_got_headers(SoupServerMessage *msg, gpointer user) {
                 "request body of " + std::to_string(len) + " bytes exceeds the limit of " +
                     std::to_string(ControlLimits().max_body) + " bytes");
     soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Connection", "close");
+  }
+}
+
+void on_got_headers(SoupServerMessage *msg, gpointer user) {
+  if (g_strcmp0(g_uri_get_path(soup_server_message_get_uri(msg)), "/api/control") != 0) return;
+  try {  // never let C++ unwind into libsoup
+    got_control_headers(msg, static_cast<App::Impl *>(user));
+  } catch (const std::exception &e) {
+    GST_WARNING("control request headers: %s", e.what());
   }
 }
 

@@ -273,14 +273,8 @@ bool App::Impl::build_from_description(std::string *error) {
 // sees nothing. Called with the pipeline in READY.
 bool App::Impl::check_video_sink(std::string *error) {
   if (!auto_sink) return true;
-  GstElement *child = nullptr;
-  GstIterator *it = gst_bin_iterate_sinks(GST_BIN(auto_sink));
-  GValue item = G_VALUE_INIT;
-  if (gst_iterator_next(it, &item) == GST_ITERATOR_OK) child = GST_ELEMENT(gst_object_ref(g_value_get_object(&item)));
-  g_value_unset(&item);
-  gst_iterator_free(it);
   std::string name;
-  if (child) {
+  if (GstElement *child = auto_child(auto_sink)) {
     GstElementFactory *f = gst_element_get_factory(child);
     name = f ? GST_OBJECT_NAME(f) : G_OBJECT_TYPE_NAME(child);
     gst_object_unref(child);

@@ -72,15 +72,6 @@ GstStructure *get_stats(GstElement *e) {
   return s;
 }
 
-std::string get_string_prop(GstElement *e, const char *prop) {
-  if (!e || !g_object_class_find_property(G_OBJECT_GET_CLASS(e), prop)) return "";
-  gchar *s = nullptr;
-  g_object_get(e, prop, &s, nullptr);
-  std::string r = s ? s : "";
-  g_free(s);
-  return r;
-}
-
 void write_structure(JsonWriter &w, const char *key, const GstStructure *s);
 
 // A field as a JSON value (strings as strings, clock times NONE as null, enums by nick, arrays of
@@ -169,7 +160,17 @@ std::string prom_label(const std::string &v) {
   return out;
 }
 
-// The child sink autovideosink picked (ref'd), or null.
+}  // namespace
+
+std::string get_string_prop(GstElement *e, const char *prop) {
+  if (!e || !g_object_class_find_property(G_OBJECT_GET_CLASS(e), prop)) return "";
+  gchar *s = nullptr;
+  g_object_get(e, prop, &s, nullptr);
+  std::string r = s ? s : "";
+  g_free(s);
+  return r;
+}
+
 GstElement *auto_child(GstElement *auto_sink) {
   if (!auto_sink) return nullptr;
   GstElement *child = nullptr;
@@ -180,8 +181,6 @@ GstElement *auto_child(GstElement *auto_sink) {
   gst_iterator_free(it);
   return child;
 }
-
-}  // namespace
 
 bool field_number(const GstStructure *s, const char *name, double *out) {
   if (!s || !gst_structure_has_field(s, name)) return false;
